@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts import views as accounts_views
+from console import views as console_views
+
+workspace_patterns = [
+    path("", console_views.dashboard, name="dashboard"),
+    path("playground/", console_views.playground, name="playground"),
+    path("usage/", console_views.usage, name="usage"),
+    path("keys/", console_views.keys, name="keys"),
+    path("billing/", console_views.billing, name="billing"),
+    path("members/", accounts_views.members, name="members"),
+    path("members/invite/", accounts_views.invite, name="member_invite"),
+    path("members/<int:pk>/role/", accounts_views.member_role, name="member_role"),
+    path("members/<int:pk>/remove/", accounts_views.member_remove, name="member_remove"),
+    path(
+        "invitations/<int:pk>/resend/", accounts_views.invitation_resend, name="invitation_resend"
+    ),
+    path(
+        "invitations/<int:pk>/revoke/", accounts_views.invitation_revoke, name="invitation_revoke"
+    ),
+    path("leave/", accounts_views.leave, name="workspace_leave"),
+    path("settings/", accounts_views.workspace_settings, name="settings"),
+]
+
+urlpatterns = [
+    path("", accounts_views.home, name="home"),
+    path("w/<slug:slug>/", include(workspace_patterns)),
+    path("workspaces/new/", accounts_views.workspace_create, name="workspace_create"),
+    path("invite/<str:token>/", accounts_views.invitation_accept, name="invitation_accept"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]
