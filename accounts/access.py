@@ -54,6 +54,7 @@ def workspace_view(permission: str) -> Callable:
                 await sync_to_async(membership_for)(request, slug, permission)
                 return await view(request, *args, **kwargs)
 
+            async_wrapper.required_permission = permission
             return login_required(async_wrapper)
 
         @wraps(view)
@@ -61,6 +62,7 @@ def workspace_view(permission: str) -> Callable:
             membership_for(request, slug, permission)
             return view(request, *args, **kwargs)
 
+        wrapper.required_permission = permission
         return login_required(wrapper)
 
     return decorator

@@ -81,8 +81,8 @@ def _accept_url(request: HttpRequest, token: str) -> str:
     return request.build_absolute_uri(reverse("invitation_accept", args=[token]))
 
 
-@require_POST
 @workspace_view("members.manage")
+@require_POST
 def invite(request: HttpRequest) -> HttpResponse:
     form = InviteForm(request.POST, workspace=request.workspace, inviter=request.membership)
     notice = None
@@ -113,8 +113,8 @@ def invite(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_POST
 @workspace_view("members.manage")
+@require_POST
 def invitation_resend(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _get_invitation_in_workspace(request, pk)
     notice = error = None
@@ -130,8 +130,8 @@ def invitation_resend(request: HttpRequest, pk: int) -> HttpResponse:
     return _invitations_response(request, notice=notice, error=error)
 
 
-@require_POST
 @workspace_view("members.manage")
+@require_POST
 def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _get_invitation_in_workspace(request, pk)
     invitation.revoke()
@@ -153,8 +153,8 @@ def _invitations_response(
     )
 
 
-@require_POST
 @workspace_view("members.manage")
+@require_POST
 def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     target = _get_membership_in_workspace(request, pk)
     form = RoleForm(request.POST)
@@ -190,8 +190,8 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_POST
 @workspace_view("members.manage")
+@require_POST
 def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     target = _get_membership_in_workspace(request, pk)
     try:
@@ -211,8 +211,8 @@ def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("members", slug=request.workspace.slug)
 
 
-@require_POST
 @workspace_view("dashboard.view")
+@require_POST
 def leave(request: HttpRequest) -> HttpResponse:
     try:
         actions.remove_member(membership=request.membership, by=request.membership)

@@ -1,0 +1,129 @@
+"""Shared fixtures: the named personas and a live ASGI server for browser and SDK tests."""
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from django.test import Client
+
+from accounts.models import Membership, User, Workspace
+from accounts.roles import Role
+
+pytest_plugins = ["tests.upstream_fixtures"]
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_user(email: str, name: str = "") -> User:
+    return User.objects.create_user(email=email, password=PASSWORD, name=name)
+
+
+@pytest.fixture
+def acme(db) -> Workspace:
+    """Alice's workspace, where most tests happen."""
+    return Workspace.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def globex(db) -> Workspace:
+    """Charlie's workspace: nothing in it may leak into Acme's pages, nor Acme's into it."""
+    return Workspace.objects.create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def alice(acme) -> User:
+    """Owner of Acme: may do everything there."""
+    user = make_user("alice@example.com", "Alice Archer")
+    Membership.objects.create(user=user, workspace=acme, role=Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def bob(acme) -> User:
+    """Developer in Acme: builds with models and keys, cannot manage people or billing."""
+    user = make_user("bob@example.com", "Bob Baker")
+    Membership.objects.create(user=user, workspace=acme, role=Role.DEVELOPER)
+    return user
+
+
+@pytest.fixture
+def charlie(globex) -> User:
+    """Owner of Globex, a stranger to Acme: must see nothing of Alice's."""
+    user = make_user("charlie@example.com", "Charlie Chen")
+    Membership.objects.create(user=user, workspace=globex, role=Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def member_of_acme(acme):
+    """Make a member of Acme with a given role (for walking the whole role table)."""
+
+    def make(role: str) -> User:
+        user = make_user(f"{role}@example.com", role.title())
+        Membership.objects.create(user=user, workspace=acme, role=role)
+        return user
+
+    return make
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    return client
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    return signed_in(alice)
+
+
+@pytest.fixture
+def bob_client(bob) -> Client:
+    return signed_in(bob)
+
+
+@pytest.fixture
+def charlie_client(charlie) -> Client:
+    return signed_in(charlie)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+
+
+def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+@pytest.fixture
+def live_server(transactional_db) -> Iterator[LiveServer]:
+    """The whole console (HTTP and websockets) served over a real socket."""
+    from config.asgi import application
+
+    port = free_port()
+    server, thread = _serve_in_thread(application, port)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", server=server)
+    server.should_exit = True
+    thread.join(timeout=10)
