@@ -118,7 +118,7 @@ def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:
 
 
 @pytest.fixture
-def live_server(transactional_db) -> Iterator[LiveServer]:
+def asgi_server(transactional_db) -> Iterator[LiveServer]:
     """The whole console (HTTP and websockets) served over a real socket."""
     from config.asgi import application
 

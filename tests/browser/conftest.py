@@ -1,0 +1,85 @@
+"""Headless Chromium (Debian's package) driven by Playwright, against the live console."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+# Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+# still plain synchronous calls made between browser steps.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    path = (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    if not path:
+        raise RuntimeError("Chromium is not installed: run `make test`, which installs it.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Browser:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser, asgi_server):
+    """Open a page in a fresh browser context (its own cookies), light or dark."""
+    contexts = []
+
+    def make(color_scheme: str = "light", width: int = 1280, height: int = 860) -> Page:
+        context = browser.new_context(
+            base_url=asgi_server.url,
+            color_scheme=color_scheme,
+            viewport={"width": width, "height": height},
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda msg: _record_console_error(page, msg))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def _record_console_error(page: Page, msg) -> None:
+    # A 403 or 404 page that a test opens on purpose is not a script error.
+    if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+        page.errors.append(msg.text)
+
+
+def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    page.goto("/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/w/**")
