@@ -1,4 +1,4 @@
-"""The ASGI application: HTTP through Django, websockets through Channels."""
+"""The ASGI application: the /v1 API, the console over HTTP, and websockets through Channels."""
 
 import os
 
@@ -12,10 +12,21 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from gateway.asgi import GatewayHandler  # noqa: E402
+from gateway.versions import is_api_path  # noqa: E402
+
+gateway_app = GatewayHandler()
+
+
+async def http_app(scope, receive, send) -> None:
+    """API paths go to the gateway's lean handler, everything else to the console."""
+    app = gateway_app if is_api_path(scope["path"]) else django_asgi_app
+    await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -284,3 +284,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# The /v1 gateway.
+# Versions in the URL (seed 000): {"v1": {}} serves v1; a deprecated version names the
+# version that serves it and its dates, e.g. {"v0": {"serves": "v1",
+# "deprecated": date(2027, 1, 1), "sunset": date(2028, 1, 1), "link": "https://..."}}.
+API_VERSIONS: dict[str, dict] = {"v1": {}}
+GATEWAY_DEFAULT_RPM = env_int("GATEWAY_DEFAULT_RPM", 100_000)
+GATEWAY_DEFAULT_TPM = env_int("GATEWAY_DEFAULT_TPM", 100_000_000)
+GATEWAY_MAX_JSON_BYTES = env_int("GATEWAY_MAX_JSON_BYTES", 2 * 1024 * 1024)
+GATEWAY_MAX_UPLOAD_BYTES = env_int("GATEWAY_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+GATEWAY_KEEPALIVE_SECONDS = float(env_int("GATEWAY_KEEPALIVE_SECONDS", 15))
+DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_UPLOAD_BYTES + 1024 * 1024

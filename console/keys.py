@@ -1,0 +1,144 @@
+"""API key secrets: how they look, how they are checked and how they are looked up fast.
+
+A secret is `sk-mira-` + 40 hex characters (160 random bits) + 6 hex characters of
+checksum. The checksum lets a mistyped or made-up key be refused without a database
+query; only the SHA-256 hash of the whole secret is stored.
+
+Lookups go through two caches: a small one in this process, trusted for
+`LOCAL_SECONDS`, then Redis when `REDIS_URL` is set (the database otherwise). Every
+change to a key deletes its Redis entry, so a revoked key stops working on every
+worker within `LOCAL_SECONDS`, without a database query per call.
+"""
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import redis
+from django.conf import settings
+
+from console.shared import redis_client
+
+PREFIX = "sk-mira-"
+_RANDOM_HEX = 40
+_CHECK_HEX = 6
+LENGTH = len(PREFIX) + _RANDOM_HEX + _CHECK_HEX
+LOCAL_SECONDS = 0.5
+SHARED_SECONDS = 300
+
+
+def _checksum(random_part: str) -> str:
+    return hashlib.sha256(f"mira-key:{random_part}".encode()).hexdigest()[:_CHECK_HEX]
+
+
+def generate_secret() -> str:
+    random_part = secrets.token_hex(_RANDOM_HEX // 2)
+    return f"{PREFIX}{random_part}{_checksum(random_part)}"
+
+
+def is_well_formed(secret: str) -> bool:
+    """Whether a string could be a key this console issued (no database needed)."""
+    if len(secret) != LENGTH or not secret.startswith(PREFIX):
+        return False
+    body = secret[len(PREFIX) :]
+    if any(c not in "0123456789abcdef" for c in body):
+        return False
+    return hmac.compare_digest(_checksum(body[:_RANDOM_HEX]), body[_RANDOM_HEX:])
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return secret[:16]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the gateway needs to know about a key on every call, cached."""
+
+    id: str
+    workspace_id: int
+    workspace_slug: str
+    user_id: int | None
+    name: str
+    scopes: tuple[str, ...]
+    models: tuple[str, ...]
+    rpm_limit: int | None
+    tpm_limit: int | None
+    monthly_budget: int | None
+    expires_at: datetime | None
+    active: bool
+
+    def allows_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def allows_model(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+_local: dict[str, KeyInfo | None] = {}
+_local_at: dict[str, float] = {}
+_sync_redis = None
+
+
+def _shared_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"
+
+
+def forget(key_hash: str) -> None:
+    """Drop a key from both caches; called on every change to the key."""
+    global _sync_redis
+    _local.pop(key_hash, None)
+    _local_at.pop(key_hash, None)
+    if settings.REDIS_URL:
+        if _sync_redis is None:
+            _sync_redis = redis.Redis.from_url(settings.REDIS_URL)
+        _sync_redis.delete(_shared_key(key_hash))
+
+
+def _encode(info: KeyInfo | None) -> str:
+    if info is None:
+        return "null"
+    data = asdict(info)
+    data["expires_at"] = info.expires_at.isoformat() if info.expires_at else None
+    return json.dumps(data)
+
+
+def _decode(raw: str) -> KeyInfo | None:
+    data = json.loads(raw)
+    if data is None:
+        return None
+    data["expires_at"] = datetime.fromisoformat(data["expires_at"]) if data["expires_at"] else None
+    data["scopes"] = tuple(data["scopes"])
+    data["models"] = tuple(data["models"])
+    return KeyInfo(**data)
+
+
+async def lookup(secret: str) -> KeyInfo | None:
+    """The key for a secret, or None when it is unknown. Status is checked by the caller."""
+    key_hash = hash_secret(secret)
+    now = time.monotonic()
+    if now - _local_at.get(key_hash, -1e9) < LOCAL_SECONDS:
+        return _local[key_hash]
+    client = redis_client()
+    raw = await client.get(_shared_key(key_hash)) if client else None
+    if raw is not None:
+        info = _decode(raw)
+    else:
+        from console.models import ApiKey
+
+        info = await ApiKey.objects.info_for_hash(key_hash)
+        if client:
+            await client.set(_shared_key(key_hash), _encode(info), ex=SHARED_SECONDS)
+    if len(_local) > 10_000:
+        _local.clear()
+        _local_at.clear()
+    _local[key_hash] = info
+    _local_at[key_hash] = now
+    return info

@@ -1,0 +1,109 @@
+"""POST /v1/chat/completions: OpenAI-compatible chat, streamed or not."""
+
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway import pipeline
+from gateway.http import endpoint, json_body, validate
+from gateway.relay import Relay, Translator, open_stream
+from upstream.errors import UpstreamError
+from upstream.fleet import get_fleet
+from upstream.tokens import count_tokens
+
+PATH = "/v1/chat/completions"
+_PART_TYPES = {"text", "image_url", "input_audio", "file"}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def parts_have_known_types(cls, value):
+        if isinstance(value, list):
+            for index, part in enumerate(value):
+                if part.get("type") not in _PART_TYPES:
+                    raise ValueError(
+                        f"part {index} has type {part.get('type')!r}; use text or image_url"
+                    )
+        return value
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields the gateway checks; any other field is passed to the upstream as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=128)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+def message_text(messages: list[dict]) -> str:
+    """All the text in a list of chat messages, for estimating prompt tokens."""
+    pieces = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            pieces.append(content)
+        elif isinstance(content, list):
+            pieces.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    return "\n".join(pieces)
+
+
+async def complete(call: pipeline.Call, body: dict) -> dict:
+    """A non-streamed chat completion through the fleet, booked on `call`."""
+    try:
+        response = await get_fleet().request("POST", PATH, json=body, model=call.model)
+    except UpstreamError as exc:
+        raise call.failed(exc) from None
+    call.node, call.status = response.node, response.status
+    call.first_byte()
+    data = response.json()
+    usage = data.get("usage") or {}
+    call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
+    call.tokens_out = usage.get("completion_tokens", 0)
+    return data
+
+
+async def stream(call: pipeline.Call, body: dict, translator: Translator) -> HttpResponse:
+    """Open the upstream stream (usage always requested) and relay it."""
+    upstream_body = body | {
+        "stream": True,
+        "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+    }
+    upstream = get_fleet().stream("POST", PATH, json=upstream_body, model=call.model)
+    await open_stream(call, upstream)
+    return Relay(call, upstream, translator).response()
+
+
+@endpoint("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    body = json_body(request)
+    spec = validate(ChatCompletionRequest, body)
+    call = await pipeline.start(
+        request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
+        model=spec.model, stream=spec.stream, request=request,
+    )  # fmt: skip
+    call.tokens_in = count_tokens(message_text(body["messages"]))
+    if spec.stream:
+        include_usage = bool((spec.stream_options or {}).get("include_usage"))
+        return await stream(call, body, Translator(include_usage=include_usage))
+    try:
+        data = await complete(call, body)
+    finally:
+        await call.finish()
+    return JsonResponse(data)

@@ -1,0 +1,265 @@
+"""One pipeline for every model call, from the /v1 API and from the playground alike.
+
+authenticate -> authorize -> limit -> (reserve) -> route and relay -> meter -> respond.
+
+`authenticate()` turns a request into a `Caller`; `start()` authorizes and limits a
+call for that caller and returns a `Call`, which the product module uses to reach the
+upstream and which it must `finish()` exactly once, whatever happens: the usage
+record is written there, so a call is never lost from the books.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from console import keys
+from console.keys import KeyInfo
+from console.models import ApiKey, UsageRecord
+from console.shared import counter_add, counter_get
+from gateway.errors import ApiError
+from upstream.errors import UpstreamError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a key (from /v1) or a signed-in member (from the playground)."""
+
+    workspace_id: int
+    key: KeyInfo | None = None
+    user_id: int | None = None
+    source: str = "api"
+
+    @property
+    def limit_id(self) -> str:
+        return f"key:{self.key.id}" if self.key else f"user:{self.user_id}:{self.workspace_id}"
+
+    @property
+    def rpm_limit(self) -> int:
+        limit = self.key.rpm_limit if self.key else None
+        return limit or settings.GATEWAY_DEFAULT_RPM
+
+    @property
+    def tpm_limit(self) -> int:
+        limit = self.key.tpm_limit if self.key else None
+        return limit or settings.GATEWAY_DEFAULT_TPM
+
+
+def _secret_from(request: HttpRequest) -> str:
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise ApiError(
+                401,
+                "Use 'Authorization: Bearer <key>' or the x-api-key header.",
+                code="invalid_auth",
+            )
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+async def authenticate(request: HttpRequest) -> Caller:
+    """The caller behind `Authorization: Bearer` or `x-api-key`; 401 otherwise."""
+    secret = _secret_from(request)
+    if not secret:
+        raise ApiError(401, "API key required", code="missing_api_key")
+    if not keys.is_well_formed(secret):
+        raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    info = await keys.lookup(secret)
+    if info is None:
+        raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    if not info.active:
+        raise ApiError(401, "This API key has been revoked or disabled.", code="inactive_api_key")
+    if info.expires_at and info.expires_at <= datetime.now(UTC):
+        raise ApiError(401, "This API key has expired.", code="expired_api_key")
+    return Caller(workspace_id=info.workspace_id, key=info, user_id=info.user_id, source="api")
+
+
+def authorize(caller: Caller, *, scope: str, model: str | None = None) -> None:
+    """403 when the key may not use this product or model (members may use all)."""
+    if caller.key is None:
+        return
+    if not caller.key.allows_scope(scope):
+        raise ApiError(
+            403, f"This API key is not allowed to use {scope}.", code="scope_not_allowed"
+        )
+    if model is not None and not caller.key.allows_model(model):
+        allowed = ", ".join(caller.key.models)
+        raise ApiError(
+            403,
+            f"This API key may not use the model {model}. Allowed: {allowed}.",
+            code="model_not_allowed",
+        )
+
+
+def _window() -> tuple[int, int]:
+    now = int(time.time())
+    return now // 60, 60 - now % 60
+
+
+async def limit(caller: Caller, request: HttpRequest | None = None) -> None:
+    """Count the call against the caller's requests- and tokens-per-minute; 429 when over."""
+    minute, reset = _window()
+    base = f"rl:{caller.limit_id}:{minute}"
+    requests = await counter_add(f"{base}:r", 1, 61)
+    tokens = await counter_get(f"{base}:t")
+    rpm, tpm = caller.rpm_limit, caller.tpm_limit
+    headers = {
+        "x-ratelimit-limit-requests": str(rpm),
+        "x-ratelimit-remaining-requests": str(max(0, rpm - requests)),
+        "x-ratelimit-reset-requests": f"{reset}s",
+        "x-ratelimit-limit-tokens": str(tpm),
+        "x-ratelimit-remaining-tokens": str(max(0, tpm - tokens)),
+        "x-ratelimit-reset-tokens": f"{reset}s",
+    }
+    if request is not None:
+        request.rate_limit_headers = headers
+    if requests > rpm:
+        raise ApiError(
+            429,
+            f"Rate limit exceeded: {rpm} requests per minute for this key. Retry after {reset} seconds.",
+            code="rate_limit_requests",
+            headers=headers | {"Retry-After": str(reset)},
+        )
+    if tokens >= tpm:
+        raise ApiError(
+            429,
+            f"Rate limit exceeded: {tpm} tokens per minute for this key. Retry after {reset} seconds.",
+            code="rate_limit_tokens",
+            headers=headers | {"Retry-After": str(reset)},
+        )
+
+
+@dataclass
+class Call:
+    """One model call on its way through the pipeline; `finish()` books it."""
+
+    caller: Caller
+    request_id: str
+    product: str
+    endpoint: str
+    model: str = ""
+    stream: bool = False
+    started: float = field(default_factory=time.monotonic)
+    node: str = ""
+    status: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    units: dict = field(default_factory=dict)
+    ttft_ms: int | None = None
+    error: str = ""
+    finished: bool = False
+
+    def first_byte(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = int((time.monotonic() - self.started) * 1000)
+
+    def failed(self, exc: UpstreamError) -> ApiError:
+        """Record an upstream failure and turn it into the caller's error."""
+        self.status = exc.status if exc.status >= 500 or exc.status == 429 else 502
+        self.node = exc.node or self.node
+        self.error = exc.detail[:255]
+        return upstream_error(exc)
+
+    async def finish(self) -> None:
+        """Write the usage record (once), even when the caller has gone or the task is cancelled."""
+        if self.finished:
+            return
+        self.finished = True
+        await asyncio.shield(self._book())
+
+    async def _book(self) -> None:
+        await _record(self)
+        tokens = self.tokens_in + self.tokens_out
+        if tokens:
+            minute, _ = _window()
+            await counter_add(f"rl:{self.caller.limit_id}:{minute}:t", tokens, 61)
+
+
+def upstream_error(exc: UpstreamError) -> ApiError:
+    if exc.status == 429:
+        headers = {"Retry-After": str(int(exc.retry_after or 1))}
+        return ApiError(
+            429,
+            f"The upstream is busy: {exc.detail}",
+            code="upstream_rate_limited",
+            headers=headers,
+        )
+    if exc.status == 504:
+        return ApiError(
+            504, f"The upstream did not answer in time: {exc.detail}", code="upstream_timeout"
+        )
+    if exc.status in (502, 503) or exc.status >= 500:
+        status = 503 if exc.status == 503 else 502
+        return ApiError(status, f"The upstream failed: {exc.detail}", code="upstream_error")
+    # A 4xx from the upstream is about the request: pass its detail on.
+    return ApiError(
+        exc.status if exc.status in (400, 404, 413, 422) else 400,
+        exc.detail,
+        code="upstream_rejected",
+    )
+
+
+async def start(
+    caller: Caller, *, request_id: str, product: str, endpoint: str, model: str = "", stream: bool = False,
+    request: HttpRequest | None = None,
+) -> Call:  # fmt: skip
+    """Authorize and limit a call; from here on it must be finished."""
+    authorize(caller, scope=product, model=model or None)
+    await limit(caller, request)
+    return Call(
+        caller=caller,
+        request_id=request_id,
+        product=product,
+        endpoint=endpoint,
+        model=model,
+        stream=stream,
+    )
+
+
+@sync_to_async
+def _record(call: Call) -> None:
+    latency_ms = int((time.monotonic() - call.started) * 1000)
+    key_id = call.caller.key.id if call.caller.key else None
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.create(
+                request_id=call.request_id,
+                workspace_id=call.caller.workspace_id,
+                api_key_id=key_id,
+                user_id=call.caller.user_id,
+                source=call.caller.source,
+                product=call.product,
+                endpoint=call.endpoint,
+                model=call.model[:128],
+                node=call.node[:64],
+                status=call.status or 499,
+                stream=call.stream,
+                tokens_in=call.tokens_in,
+                tokens_out=call.tokens_out,
+                units=call.units,
+                latency_ms=latency_ms,
+                ttft_ms=call.ttft_ms,
+                error=call.error[:255],
+            )
+            if key_id:
+                # last_used_at is for people: a write every 30 s per key is enough.
+                now = timezone.now()
+                ApiKey.objects.filter(
+                    Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - timedelta(seconds=30)),
+                    pk=key_id,
+                ).update(last_used_at=now)
+    except Exception:
+        logger.exception("could not record usage for %s", call.request_id)
+        raise

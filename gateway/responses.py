@@ -1,0 +1,75 @@
+"""POST /v1/responses: the Responses API, streamed or not."""
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import pipeline
+from gateway.http import endpoint, json_body, validate
+from gateway.relay import Relay, Translator, open_stream, sse
+from upstream.errors import UpstreamError
+from upstream.fleet import get_fleet
+from upstream.tokens import count_tokens
+
+PATH = "/v1/responses"
+
+
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=128)
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class ResponsesTranslator(Translator):
+    """Relays Responses API events; usage comes in the `response.completed` event."""
+
+    def chunk(self, chunk: dict) -> list[bytes]:
+        kind = chunk.get("type", "")
+        if kind == "response.output_text.delta":
+            self.text.append(chunk.get("delta", ""))
+        usage = (chunk.get("response") or {}).get("usage")
+        if usage:
+            self.usage = {
+                "prompt_tokens": usage.get("input_tokens", 0),
+                "completion_tokens": usage.get("output_tokens", 0),
+            }
+        return [sse(chunk, event=kind or None)]
+
+    def end(self) -> list[bytes]:
+        return []
+
+
+@endpoint("POST")
+async def responses(request: HttpRequest) -> HttpResponse:
+    body = json_body(request)
+    spec = validate(ResponsesRequest, body)
+    call = await pipeline.start(
+        request.caller, request_id=request.request_id, product="responses", endpoint=PATH,
+        model=spec.model, stream=spec.stream, request=request,
+    )  # fmt: skip
+    prompt = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
+    call.tokens_in = count_tokens((spec.instructions or "") + prompt)
+    if spec.stream:
+        upstream = get_fleet().stream("POST", PATH, json=body, model=spec.model)
+        await open_stream(call, upstream)
+        return Relay(call, upstream, ResponsesTranslator(include_usage=True)).response()
+    try:
+        try:
+            response = await get_fleet().request("POST", PATH, json=body, model=spec.model)
+        except UpstreamError as exc:
+            raise call.failed(exc) from None
+        call.node, call.status = response.node, response.status
+        data = response.json()
+        usage = data.get("usage") or {}
+        call.tokens_in = usage.get("input_tokens", call.tokens_in)
+        call.tokens_out = usage.get("output_tokens", 0)
+    finally:
+        await call.finish()
+    return JsonResponse(data)

@@ -1,0 +1,18 @@
+"""Gateway fixtures: a key of Alice's workspace and the console served over a real socket."""
+
+import pytest
+
+from console.actions import create_key
+
+
+@pytest.fixture
+def api_key(alice, acme) -> str:
+    """A secret for a key of Acme's with every product scope."""
+    _key, secret = create_key(workspace=acme, name="test key", created_by=alice)
+    return secret
+
+
+@pytest.fixture
+def console_url(asgi_server, upstream_fleet) -> str:
+    """The console's /v1 base URL, forwarding to the session's simulator."""
+    return f"{asgi_server.url}/v1"

@@ -1,0 +1,929 @@
+"""The fleet of upstream nodes: choosing a node, retrying, failing over, streaming.
+
+Every call goes through `Fleet.request` or `Fleet.stream`. A call is sent to a
+healthy node that serves the model (least outstanding requests relative to weight,
+between two nodes drawn by weight), and a 429/500/502/503/504, a connection error
+or a timeout is retried on another node with exponential backoff that honours
+`Retry-After`. A node that fails `eject_after` times in a row is ejected; a probe
+(`GET /v1/models`) readmits it. A stream is retried only until its first chunk has
+been handed to the caller.
+
+httpx clients belong to one event loop, and Django runs code in several (the
+server's loop, and `async_to_sync` loops in other threads), so the fleet keeps one
+pooled client per node per loop and closes a loop's clients when that loop shuts
+down its async generators (as `asyncio.run` and asgiref do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from upstream.errors import FleetConfigError, UpstreamError
+from upstream.nodes import ModelRef, Node, NodeConfig, parse_model
+from upstream.sse import EventDecoder, parse_data
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Fleet",
+    "FleetOptions",
+    "NodeConfig",
+    "Timeouts",
+    "UpstreamResponse",
+    "UpstreamStream",
+    "get_fleet",
+    "parse_model",
+    "set_fleet",
+]
+
+_MAX_ERROR_BODY = 64 * 1024
+_VERSIONED = re.compile(r"^/v[0-9]+(/|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed for each phase of a call; any one expiring raises a 504.
+
+    `first_byte` runs from sending the request to the response headers (for a
+    stream: to its first chunk); `idle` is the longest wait between two chunks;
+    `total` bounds the whole call, body or stream included.
+    """
+
+    connect: float = 5.0
+    first_byte: float = 120.0
+    idle: float = 60.0
+    total: float = 600.0
+    write: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_attempts: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 2.0
+    # A retry that would have to wait longer than this (Retry-After) gives up instead.
+    max_retry_wait: float = 10.0
+    eject_after: int = 3
+    probe_interval: float = 5.0
+    max_connections: int = 200
+    max_keepalive: int = 32
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A complete upstream answer (2xx): status, headers, body and where it came from."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+    node: str
+    latency_ms: float
+    attempts: int = 1
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "application/octet-stream")
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-request-id")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _detail_from_body(body: bytes, fallback: str) -> tuple[str, str | None]:
+    """The `detail` (or OpenAI-style `error.message`) and error code of an error body."""
+    try:
+        data = jsonlib.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return (text[:300] or fallback), None
+    if isinstance(data, dict):
+        detail = data.get("detail")
+        error = data.get("error")
+        code = None
+        if isinstance(error, dict):
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            if detail is None:
+                detail = error.get("message")
+        if isinstance(detail, str):
+            return detail, code
+        if detail is not None:
+            return jsonlib.dumps(detail)[:300], code
+    return fallback, None
+
+
+def _status_for_stream_error(code: str | None) -> int:
+    if code in ("queue_full", "overloaded", "server_busy"):
+        return 503
+    if code == "rate_limit_exceeded":
+        return 429
+    return 502
+
+
+class _LoopClients:
+    """The httpx clients one event loop uses, one per node."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.closer: Any = None
+
+
+class Fleet:
+    """A set of upstream nodes and the policy for calling them. See the module docstring."""
+
+    def __init__(
+        self,
+        nodes: Iterable[NodeConfig],
+        *,
+        options: FleetOptions | None = None,
+        is_simulator: bool = False,
+    ) -> None:
+        self.nodes = [Node(config) for config in nodes]
+        if not self.nodes:
+            raise FleetConfigError("the fleet has no nodes")
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise FleetConfigError("node names must be unique")
+        self.options = options or FleetOptions()
+        self.is_simulator = is_simulator
+        self._by_name = {node.name: node for node in self.nodes}
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops_lock = threading.Lock()
+        self._probe_tasks: set[asyncio.Task[None]] = set()
+
+    # --- construction -----------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], *, options: FleetOptions | None = None
+    ) -> Fleet:
+        """Build the fleet the environment describes (see DESIGN.md, Configuration).
+
+        `MIRA_FLEET_FILE` names a JSON list of nodes; otherwise `MIRA_API_BASE` and
+        `MIRA_API_KEY` (or `MIRA_API_KEY_FILE`) name one node; with neither, the
+        built-in simulator is started in this process and becomes the only node.
+        """
+        fleet_file = environ.get("MIRA_FLEET_FILE", "")
+        base = environ.get("MIRA_API_BASE", "")
+        if fleet_file:
+            if base:
+                logger.warning("MIRA_FLEET_FILE is set, so MIRA_API_BASE is ignored")
+            return cls(load_fleet_file(fleet_file, environ), options=options)
+        if base:
+            key = environ.get("MIRA_API_KEY", "")
+            key_file = environ.get("MIRA_API_KEY_FILE", "")
+            if key_file:
+                try:
+                    key = Path(key_file).read_text().strip()
+                except OSError as exc:
+                    raise FleetConfigError(
+                        f"MIRA_API_KEY_FILE cannot be read: {exc.strerror}"
+                    ) from None
+            if not key:
+                raise FleetConfigError("MIRA_API_BASE is set but MIRA_API_KEY is not")
+            name = urlsplit(base).hostname or "upstream"
+            return cls([NodeConfig(name=name, base_url=base, api_key=key)], options=options)
+        from upstream.simulator.server import builtin_simulator
+
+        delay = environ.get("MIRA_SIMULATOR_CHUNK_DELAY_MS", "")
+        simulator = builtin_simulator(chunk_delay_ms=float(delay) if delay else None)
+        node = NodeConfig(name="simulator", base_url=simulator.base_url, api_key=simulator.key)
+        return cls([node], options=options, is_simulator=True)
+
+    # --- public API -------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    def state(self) -> list[dict[str, Any]]:
+        """Each node's state for a fleet page; never includes a key."""
+        return [node.state() for node in self.nodes]
+
+    def resolve_model(self, model: str) -> ModelRef:
+        """How a model id routes: `provider/model` names a provider only if a node has it."""
+        ref = parse_model(model)
+        if ref.provider and not any(
+            ref.provider in (n.name, n.config.provider) for n in self.nodes
+        ):
+            return ModelRef(None, model)
+        return ref
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        node: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> UpstreamResponse:
+        """Send one call and return the complete 2xx answer, retrying as the policy says.
+
+        `model` routes the call (a `provider/model` id picks the provider's nodes) and,
+        when `json` carries the same id under "model", the bare model is sent
+        upstream. `node` pins the call to one node (to poll a job it created) and
+        disables failover. Files must be given as bytes so that a retry can resend
+        them. Raises UpstreamError when the last attempt fails.
+        """
+        limits = timeouts or self.options.timeouts
+        candidates, json = self._route(model, node, json)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.total
+        tried: set[str] = set()
+        last: UpstreamError | None = None
+        for attempt in range(1, self.options.max_attempts + 1):
+            chosen = self._pick(candidates, tried)
+            if attempt > 1:
+                assert last is not None
+                if not await self._wait_before_retry(attempt, chosen, deadline, last):
+                    break
+            tried.add(chosen.name)
+            try:
+                response = await self._send(
+                    chosen,
+                    method,
+                    path,
+                    limits,
+                    deadline,
+                    json=json,
+                    content=content,
+                    files=files,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                )
+            except UpstreamError as exc:
+                last = exc
+                if not exc.retryable:
+                    raise
+                continue
+            response.attempts = attempt
+            return response
+        assert last is not None
+        raise last
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        node: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> UpstreamStream:
+        """An SSE call, used as `async with fleet.stream(...) as s: async for chunk in s`.
+
+        Entering the block waits for the first chunk, retrying on another node
+        until one arrives; after that a failure raises UpstreamError (502 for a
+        reset, 504 for a timeout) from the loop. Leaving the block, or cancelling
+        the task, closes the upstream connection at once.
+        """
+        return UpstreamStream(
+            self, method, path, json=json, headers=headers, model=model, node=node,
+            timeouts=timeouts or self.options.timeouts,
+        )  # fmt: skip
+
+    async def download(
+        self, url: str, *, node: str, timeouts: Timeouts | None = None
+    ) -> UpstreamResponse:
+        """Fetch a file a node pointed to (a job's `audio_url` or `video_url`).
+
+        A URL on the node's own origin is fetched with the node's key; any other
+        URL (a CDN) is fetched without credentials, so the key never leaves.
+        """
+        owner = self._by_name.get(node)
+        if owner is None:
+            raise UpstreamError(502, f"Unknown upstream node {node!r}.")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise UpstreamError(502, "The node returned a file URL that is not http(s).", node=node)
+        root = urlsplit(owner.config.root_url)
+        if (parts.scheme, parts.netloc) == (root.scheme, root.netloc):
+            return await self.request("GET", url, node=node, timeouts=timeouts)
+        limits = timeouts or self.options.timeouts
+        started = time.perf_counter()
+        try:
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(limits.connect, read=limits.idle), follow_redirects=True
+            ) as client:
+                async with asyncio.timeout(limits.total):
+                    response = await client.get(url)
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(504, "Timed out downloading the file.", node=node) from None
+        except httpx.HTTPError:
+            raise UpstreamError(502, "Downloading the file failed.", node=node) from None
+        if response.status_code >= 400:
+            raise UpstreamError(response.status_code, "Downloading the file failed.", node=node)
+        return UpstreamResponse(
+            status=response.status_code,
+            headers=response.headers,
+            content=response.content,
+            node=node,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    async def probe(self, *, all_nodes: bool = False) -> dict[str, bool]:
+        """Probe ejected nodes now (or every node) with `GET /v1/models`."""
+        nodes = [n for n in self.nodes if all_nodes or not n.healthy]
+        results = await asyncio.gather(*(self._probe(n, forced=True) for n in nodes))
+        return {n.name: ok for n, ok in zip(nodes, results, strict=True)}
+
+    async def aclose(self) -> None:
+        """Close the clients of the running loop (other loops close theirs on shutdown)."""
+        entry = self._loops.get(asyncio.get_running_loop())
+        if entry is not None:
+            await entry.closer.aclose()
+        for task in list(self._probe_tasks):
+            task.cancel()
+
+    # --- routing ----------------------------------------------------------------
+
+    def _route(self, model: str | None, pinned: str | None, json: Any) -> tuple[list[Node], Any]:
+        if pinned is not None:
+            node = self._by_name.get(pinned)
+            if node is None:
+                raise UpstreamError(502, f"Unknown upstream node {pinned!r}.")
+            candidates = [node]
+        else:
+            candidates = self.nodes
+        if model:
+            ref = self.resolve_model(model)
+            if pinned is None:
+                candidates = [n for n in candidates if n.config.serves(ref)]
+                if not candidates:
+                    raise UpstreamError(400, f"No upstream node serves the model {model!r}.")
+            if isinstance(json, dict) and json.get("model") == model and ref.name != model:
+                json = {**json, "model": ref.name}
+        return candidates, json
+
+    def _pick(self, candidates: list[Node], tried: set[str]) -> Node:
+        now = time.monotonic()
+        self._start_due_probes(now)
+        pool = [n for n in candidates if n.name not in tried] or candidates
+        ready = [n for n in pool if n.healthy and n.cooldown_until <= now]
+        ready = ready or [n for n in pool if n.healthy] or pool
+        if len(ready) == 1:
+            return ready[0]
+        # Power of two choices: two nodes drawn by weight, the less loaded one wins.
+        first = random.choices(ready, weights=[n.config.weight for n in ready])[0]
+        rest = [n for n in ready if n is not first]
+        second = random.choices(rest, weights=[n.config.weight for n in rest])[0]
+        load_first = first.outstanding / first.config.weight
+        load_second = second.outstanding / second.config.weight
+        return second if load_second < load_first else first
+
+    async def _wait_before_retry(
+        self, attempt: int, node: Node, deadline: float, last: UpstreamError
+    ) -> bool:
+        """Sleep before the next attempt; False when the wait would be too long."""
+        loop = asyncio.get_running_loop()
+        delay = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 2))
+        delay *= random.uniform(0.5, 1.0)
+        if node.name == last.node and last.retry_after is not None:
+            delay = max(delay, last.retry_after)
+        delay = max(delay, node.cooldown_until - time.monotonic())
+        if delay > self.options.max_retry_wait or loop.time() + delay >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    # --- sending ----------------------------------------------------------------
+
+    async def _client(self, node: Node) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is None:
+            entry = _LoopClients()
+            with self._loops_lock:
+                for old in [old for old in self._loops if old.is_closed()]:
+                    del self._loops[old]
+                self._loops[loop] = entry
+            entry.closer = self._close_with_loop(loop, entry)
+            # The loop now tracks the generator and closes it in shutdown_asyncgens().
+            await entry.closer.__anext__()
+        client = entry.clients.get(node.name)
+        if client is None:
+            client = self._new_client(node)
+            entry.clients[node.name] = client
+        return client
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, entry: _LoopClients
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with self._loops_lock:
+                if self._loops.get(loop) is entry:
+                    del self._loops[loop]
+            clients = list(entry.clients.values())
+            entry.clients.clear()
+            for client in clients:
+                await client.aclose()
+
+    def _new_client(self, node: Node) -> httpx.AsyncClient:
+        limits = self.options.timeouts
+        host = urlsplit(node.config.root_url).hostname or ""
+        return httpx.AsyncClient(
+            base_url=node.config.root_url,
+            headers={"Authorization": f"Bearer {node.config.api_key}"},
+            timeout=httpx.Timeout(
+                connect=limits.connect, read=limits.idle, write=limits.write, pool=limits.connect
+            ),
+            limits=httpx.Limits(
+                max_connections=self.options.max_connections,
+                max_keepalive_connections=self.options.max_keepalive,
+            ),
+            # Proxy variables are for the outside world, not for a node on this machine.
+            trust_env=host not in ("127.0.0.1", "localhost", "::1"),
+        )
+
+    def _build(
+        self, client: httpx.AsyncClient, method: str, path: str, **kwargs: Any
+    ) -> httpx.Request:
+        if not path.startswith(("http://", "https://")):
+            if not path.startswith("/"):
+                path = "/" + path
+            if not _VERSIONED.match(path):
+                path = "/v1" + path
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        return client.build_request(method, path, **kwargs)
+
+    async def _send(
+        self,
+        node: Node,
+        method: str,
+        path: str,
+        limits: Timeouts,
+        deadline: float,
+        **kwargs: Any,
+    ) -> UpstreamResponse:
+        client = await self._client(node)
+        request = self._build(client, method, path, **kwargs)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        node.begin()
+        try:
+            phase = "the first byte"
+            try:
+                async with asyncio.timeout_at(min(loop.time() + limits.first_byte, deadline)):
+                    response = await client.send(request, stream=True)
+                first_byte_ms = (time.perf_counter() - started) * 1000
+                try:
+                    phase = "the response body"
+                    async with asyncio.timeout_at(deadline):
+                        body = await response.aread()
+                finally:
+                    await response.aclose()
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise self._timeout_error(node, phase, exc) from None
+            except httpx.HTTPError as exc:
+                raise self._connection_error(node, exc) from None
+            if response.status_code >= 400:
+                raise self._status_error(node, response, body)
+            self._succeeded(node, first_byte_ms)
+            return UpstreamResponse(
+                status=response.status_code,
+                headers=response.headers,
+                content=body,
+                node=node.name,
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        finally:
+            node.end()
+
+    # --- outcomes ---------------------------------------------------------------
+
+    def _succeeded(self, node: Node, latency_ms: float | None) -> None:
+        if node.record_success(latency_ms):
+            logger.info("Upstream node %s answered again and is readmitted", node.name)
+
+    def _failed(self, node: Node, error: UpstreamError) -> UpstreamError:
+        if error.status == 429:
+            node.record_rate_limit(error.detail, error.retry_after)
+        elif error.retryable:
+            ejected = node.record_failure(
+                f"{error.status}: {error.detail}",
+                eject_after=self.options.eject_after,
+                probe_interval=self.options.probe_interval,
+            )
+            if ejected:
+                logger.warning(
+                    "Upstream node %s ejected after %d consecutive failures; last: %s",
+                    node.name,
+                    node.consecutive_failures,
+                    error.detail,
+                )
+        else:
+            # The node answered; the request was at fault, not the node.
+            node.record_success(None)
+        return error
+
+    def _error(self, node: Node, status: int, detail: str, **kwargs: Any) -> UpstreamError:
+        error = UpstreamError(
+            status, detail, node=node.name, secrets=(node.config.api_key,), **kwargs
+        )
+        return self._failed(node, error)
+
+    def _timeout_error(self, node: Node, phase: str, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            phase = "a connection"
+        elif isinstance(exc, httpx.ReadTimeout):
+            phase = "data"
+        return self._error(node, 504, f"Timed out waiting for {phase} from the upstream node.")
+
+    def _connection_error(self, node: Node, exc: httpx.HTTPError) -> UpstreamError:
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.ConnectError):
+            detail = "Could not connect to the upstream node."
+        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            detail = "The upstream node closed the connection unexpectedly."
+        else:
+            detail = f"The connection to the upstream node failed ({kind})."
+        return self._error(node, 502, detail)
+
+    def _status_error(self, node: Node, response: httpx.Response, body: bytes) -> UpstreamError:
+        detail, code = _detail_from_body(body[:_MAX_ERROR_BODY], response.reason_phrase)
+        return self._error(
+            node,
+            response.status_code,
+            detail,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            code=code,
+        )
+
+    # --- health probes ----------------------------------------------------------
+
+    def _start_due_probes(self, now: float) -> None:
+        for node in self.nodes:
+            if node.probe_due(now):
+                task = asyncio.get_running_loop().create_task(self._probe(node))
+                self._probe_tasks.add(task)
+                task.add_done_callback(self._probe_tasks.discard)
+
+    async def _probe(self, node: Node, *, forced: bool = False) -> bool:
+        if forced:
+            with node._lock:
+                node.probing = True
+        ok = False
+        try:
+            client = await self._client(node)
+            limits = self.options.timeouts
+            async with asyncio.timeout(limits.connect + min(limits.first_byte, 10.0)):
+                response = await client.get("/v1/models")
+            ok = response.status_code == 200
+        except (TimeoutError, httpx.HTTPError):
+            ok = False
+        finally:
+            if node.probe_finished(ok, self.options.probe_interval):
+                logger.info("Upstream node %s passed its probe and is readmitted", node.name)
+        return ok
+
+
+class UpstreamStream:
+    """One streamed call: `node`, `status`, `headers`, and the parsed chunks.
+
+    `done` is True once `data: [DONE]` arrived; `chunks` counts the chunks handed
+    out; `first_chunk_ms` is the time from the first attempt to the first chunk.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        model: str | None,
+        node: str | None,
+        timeouts: Timeouts,
+    ) -> None:
+        self._fleet = fleet
+        self._method = method
+        self._path = path
+        self._json = json
+        self._headers = headers
+        self._model = model
+        self._pinned = node
+        self._timeouts = timeouts
+        self._node: Node | None = None
+        self._response: httpx.Response | None = None
+        self._bytes: AsyncIterator[bytes] | None = None
+        self._decoder = EventDecoder()
+        self._lines: list[str] = []
+        self._partial = b""
+        self._pending: dict[str, Any] | None = None
+        self._deadline = 0.0
+        self._finished = False
+        self._attempt_ms = 0.0
+        self.node: str = ""
+        self.status = 0
+        self.headers: Mapping[str, str] = {}
+        self.done = False
+        self.chunks = 0
+        self.first_chunk_ms: float | None = None
+        self.attempts = 0
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-request-id")
+
+    async def __aenter__(self) -> UpstreamStream:
+        fleet = self._fleet
+        candidates, body = fleet._route(self._model, self._pinned, self._json)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._timeouts.total
+        started = time.perf_counter()
+        tried: set[str] = set()
+        last: UpstreamError | None = None
+        for attempt in range(1, fleet.options.max_attempts + 1):
+            node = fleet._pick(candidates, tried)
+            if attempt > 1:
+                assert last is not None
+                if not await fleet._wait_before_retry(attempt, node, self._deadline, last):
+                    break
+            tried.add(node.name)
+            self.attempts = attempt
+            try:
+                await self._open(node, body)
+            except UpstreamError as exc:
+                last = exc
+                if not exc.retryable:
+                    raise
+                continue
+            except BaseException:
+                await self._close()
+                raise
+            self.first_chunk_ms = round((time.perf_counter() - started) * 1000, 2)
+            fleet._succeeded(node, self._attempt_ms)
+            return self
+        assert last is not None
+        raise last
+
+    async def _open(self, node: Node, body: Any) -> None:
+        """Connect to one node and read up to the first chunk; raises UpstreamError."""
+        fleet = self._fleet
+        client = await fleet._client(node)
+        request = fleet._build(
+            client, self._method, self._path, json=body, headers=self._headers
+        )
+        request.headers["accept"] = "text/event-stream"
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        node.begin()
+        self._node = node
+        self._reset_reader()
+        try:
+            try:
+                async with asyncio.timeout_at(
+                    min(loop.time() + self._timeouts.first_byte, self._deadline)
+                ):
+                    self._response = await client.send(request, stream=True)
+                    if self._response.status_code >= 400:
+                        payload = await self._response.aread()
+                        raise fleet._status_error(node, self._response, payload)
+                    content_type = self._response.headers.get("content-type", "")
+                    if not content_type.startswith("text/event-stream"):
+                        raise fleet._error(
+                            node, 502, "The upstream node did not answer with an event stream."
+                        )
+                    self._bytes = self._response.aiter_bytes()
+                    self._pending = await self._next_chunk(node, first=True)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise fleet._timeout_error(node, "the first chunk", exc) from None
+            except httpx.HTTPError as exc:
+                raise fleet._connection_error(node, exc) from None
+        except UpstreamError:
+            await self._close()
+            raise
+        self._attempt_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.node = node.name
+        self.status = self._response.status_code
+        self.headers = self._response.headers
+
+    def _reset_reader(self) -> None:
+        self._decoder = EventDecoder()
+        self._lines = []
+        self._partial = b""
+        self._pending = None
+        self._finished = False
+
+    async def _next_chunk(self, node: Node, *, first: bool = False) -> dict[str, Any] | None:
+        """The next parsed chunk, or None at `[DONE]` or the end of the body."""
+        assert self._bytes is not None
+        while True:
+            while self._lines:
+                event = self._decoder.feed(self._lines.pop(0))
+                if event is None:
+                    continue
+                try:
+                    data = parse_data(event)
+                except ValueError:
+                    raise self._fleet._error(
+                        node, 502, "The upstream node sent a malformed event."
+                    ) from None
+                if data is None:
+                    self.done = True
+                    return None
+                error = data.get("error")
+                if data.get("type") == "error":
+                    error = data
+                if isinstance(error, dict) and "choices" not in data:
+                    code = error.get("code") if isinstance(error.get("code"), str) else None
+                    message = error.get("message")
+                    status = _status_for_stream_error(code) if first else 502
+                    raise self._fleet._error(
+                        node,
+                        status,
+                        message if isinstance(message, str) else "The upstream stream failed.",
+                        code=code,
+                    )
+                return data
+            if self._finished:
+                return None
+            try:
+                piece = await anext(self._bytes)
+            except StopAsyncIteration:
+                self._finished = True
+                tail = self._partial.decode("utf-8", "replace")
+                self._partial = b""
+                self._lines = [tail, ""] if tail else [""]
+                continue
+            lines = (self._partial + piece).split(b"\n")
+            self._partial = lines.pop()
+            self._lines = [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
+            self.chunks += 1
+            return chunk
+        node = self._node
+        if node is None or self._response is None or self.done:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(
+                min(loop.time() + self._timeouts.idle, self._deadline)
+            ):
+                chunk = await self._next_chunk(node)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise self._fleet._timeout_error(node, "the next chunk", exc) from None
+        except httpx.HTTPError as exc:
+            raise self._fleet._connection_error(node, exc) from None
+        if chunk is None:
+            raise StopAsyncIteration
+        self.chunks += 1
+        return chunk
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        node, self._node = self._node, None
+        response, self._response = self._response, None
+        chunks, self._bytes = self._bytes, None
+        try:
+            if chunks is not None:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            if response is not None:
+                await response.aclose()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is closed
+            logger.debug("Closing an upstream stream failed", exc_info=True)
+        finally:
+            if node is not None:
+                node.end()
+
+
+# --- the process-wide fleet ---------------------------------------------------------
+
+
+def load_fleet_file(path: str, environ: Mapping[str, str]) -> list[NodeConfig]:
+    """Read a fleet file: a JSON list of nodes (or `{"nodes": [...]}`)."""
+    try:
+        raw = jsonlib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise FleetConfigError(f"MIRA_FLEET_FILE cannot be read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise FleetConfigError(f"MIRA_FLEET_FILE is not valid JSON: {exc}") from None
+    if isinstance(raw, dict):
+        raw = raw.get("nodes")
+    if not isinstance(raw, list) or not raw:
+        raise FleetConfigError("MIRA_FLEET_FILE must hold a non-empty list of nodes")
+    allowed = {"name", "base_url", "api_key", "api_key_env", "weight", "models", "provider"}
+    nodes = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise FleetConfigError(f"fleet node {index} must be an object")
+        label = item.get("name") or f"number {index}"
+        unknown = sorted(set(item) - allowed)
+        if unknown:
+            raise FleetConfigError(f"fleet node {label}: unknown field {unknown[0]!r}")
+        key = item.get("api_key") or ""
+        if not key and item.get("api_key_env"):
+            key = environ.get(str(item["api_key_env"]), "")
+            if not key:
+                raise FleetConfigError(
+                    f"fleet node {label}: the variable {item['api_key_env']} is not set"
+                )
+        models = item.get("models")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            raise FleetConfigError(f"fleet node {label}: models must be a list of strings")
+        weight = item.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise FleetConfigError(f"fleet node {label}: weight must be a number")
+        nodes.append(
+            NodeConfig(
+                name=str(item.get("name") or ""),
+                base_url=str(item.get("base_url") or ""),
+                api_key=str(key),
+                weight=float(weight),
+                models=frozenset(models) if models is not None else None,
+                provider=str(item["provider"]) if item.get("provider") else None,
+            )
+        )
+    return nodes
+
+
+_fleet: Fleet | None = None
+_fleet_pid = 0
+_fleet_lock = threading.Lock()
+
+
+def get_fleet() -> Fleet:
+    """The process's fleet, built from `os.environ` on first use (and again after a fork)."""
+    global _fleet, _fleet_pid
+    fleet = _fleet
+    if fleet is not None and _fleet_pid == os.getpid():
+        return fleet
+    with _fleet_lock:
+        if _fleet is None or _fleet_pid != os.getpid():
+            _fleet = Fleet.from_env(os.environ)
+            _fleet_pid = os.getpid()
+        return _fleet
+
+
+def set_fleet(fleet: Fleet | None) -> Fleet | None:
+    """Replace the process's fleet (tests, reconfiguration); returns the previous one."""
+    global _fleet, _fleet_pid
+    with _fleet_lock:
+        previous, _fleet, _fleet_pid = _fleet, fleet, os.getpid()
+        return previous
+
+
+def with_timeouts(fleet: Fleet, **changes: float) -> Timeouts:
+    """The fleet's timeouts with some phases changed, for one call."""
+    return replace(fleet.options.timeouts, **changes)

@@ -1,0 +1,409 @@
+"""`POST /v1/chat/completions` and `POST /v1/responses`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from upstream import sse
+from upstream.simulator import fields
+from upstream.simulator.replies import (
+    REPLY_MARKER,
+    Completion,
+    ToolCall,
+    Turn,
+    choose_tool,
+    content_parts,
+    last_user,
+    limit,
+    prompt_tokens,
+    reply_text,
+    structured_text,
+    thinking_text,
+)
+from upstream.simulator.web import ApiError, Request, Response, StreamingResponse, json_response
+from upstream.tokens import count_tokens, tokenize
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MAX_MESSAGES = 200
+
+
+def _turns_from_messages(messages: Any) -> list[Turn]:
+    if not isinstance(messages, list):
+        raise ApiError(400, "The 'messages' field must be an array.")
+    if not messages:
+        raise ApiError(400, "The 'messages' field must contain at least one message.")
+    if len(messages) > MAX_MESSAGES:
+        raise ApiError(400, f"The 'messages' field allows at most {MAX_MESSAGES} messages.")
+    tool_names: dict[str, str] = {}
+    turns = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise ApiError(400, f"The '{where}' field must be an object.")
+        role = message.get("role")
+        if role is None:
+            raise ApiError(400, f"The '{where}.role' field is required.")
+        if role not in ROLES:
+            raise ApiError(400, f"The '{where}.role' field must be one of: {', '.join(ROLES)}.")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise ApiError(400, f"The '{where}.content' field must be a string or an array.")
+        if content is None and role in ("system", "developer", "user"):
+            raise ApiError(400, f"The '{where}.content' field is required.")
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                tool_names[str(call.get("id"))] = str(call["function"].get("name"))
+        text, images = content_parts(content)
+        name = message.get("name") or tool_names.get(str(message.get("tool_call_id")))
+        turns.append(Turn("tool" if role == "function" else role, text, images, name))
+    return turns
+
+
+def _stop(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
+        return stop
+    raise ApiError(400, "The 'stop' field must be a string or an array of up to 4 strings.")
+
+
+def _response_format(body: dict[str, Any], name: str = "response_format") -> dict[str, Any] | None:
+    value = fields.object_(body, name)
+    if value is None:
+        return None
+    kind = value.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise ApiError(
+            400, f"The '{name}.type' field must be one of: text, json_object, json_schema."
+        )
+    if kind == "json_schema" and not isinstance(value.get("json_schema", value), dict):
+        raise ApiError(400, f"The '{name}.json_schema' field must be an object.")
+    return value
+
+
+def _tools(body: dict[str, Any]) -> list[Any]:
+    tools = fields.list_(body, "tools", 128) or []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(tool, dict) and tool.get("type") == "function" and function is None:
+            # The Responses API puts the function's fields on the tool itself.
+            function = tool
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ApiError(400, f"The 'tools[{index}].function.name' field is required.")
+    return [
+        t if isinstance(t.get("function"), dict) else {"type": "function", "function": t}
+        for t in tools
+    ]
+
+
+class Answer:
+    """Everything a chat-like endpoint needs to render one answer."""
+
+    def __init__(self, body: dict[str, Any], turns: list[Turn], max_tokens: int | None) -> None:
+        self.model: str = body["model"]
+        self.turns = turns
+        self.prompt_tokens = prompt_tokens(turns)
+        self.tool_call: ToolCall | None = choose_tool(
+            _tools(body), body.get("tool_choice"), turns
+        )
+        self.thinking = thinking_text(turns) if self.model == "mira-thinking" else None
+        if self.tool_call is not None:
+            self.completion = Completion("", "tool_calls", count_tokens(self.tool_call.arguments))
+            return
+        text = reply_text(turns, self.model)
+        structured = structured_text(
+            body.get("response_format") or _text_format(body), text, self.model
+        )
+        if structured is not None and not text_is_marked(turns):
+            text = structured
+        self.completion = limit(text, max_tokens=max_tokens, stop=_stop(body))
+
+    @property
+    def thinking_tokens(self) -> int:
+        return count_tokens(self.thinking) if self.thinking else 0
+
+
+def text_is_marked(turns: list[Turn]) -> bool:
+    user = last_user(turns)
+    return bool(user and REPLY_MARKER.search(user.text))
+
+
+def _text_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    text = body.get("text")
+    if isinstance(text, dict) and isinstance(text.get("format"), dict):
+        fmt = dict(text["format"])
+        if fmt.get("type") == "json_schema" and "json_schema" not in fmt:
+            fmt["json_schema"] = {"schema": fmt.get("schema")}
+        return fmt
+    return None
+
+
+# --- chat completions ---------------------------------------------------------------
+
+
+async def chat_completions(sim: Any, request: Request) -> Response | StreamingResponse:
+    body = request.json()
+    fields.model(body, fields.CHAT_MODELS)
+    turns = _turns_from_messages(fields.required(body, "messages"))
+    fields.number(body, "temperature", 0, 2)
+    fields.number(body, "top_p", 0, 1)
+    cap = fields.MODEL_INFO[body["model"]]["max_output_tokens"]
+    max_tokens = fields.integer(body, "max_completion_tokens", 1, 1_000_000)
+    max_tokens = fields.integer(body, "max_tokens", 1, 1_000_000, max_tokens)
+    max_tokens = min(max_tokens or cap, cap)
+    fields.integer(body, "n", 1, 1)
+    stream = fields.boolean(body, "stream")
+    options = fields.object_(body, "stream_options") or {}
+    _response_format(body)
+    answer = Answer(body, turns, max_tokens)
+    completion_id = f"chatcmpl-{str(uuid.uuid4())[:24]}"
+    created = int(time.time())
+    if stream:
+        pieces = _chat_chunks(answer, completion_id, created, bool(options.get("include_usage")))
+        return StreamingResponse(pieces)
+    message: dict[str, Any] = {"role": "assistant", "content": answer.completion.text}
+    if answer.tool_call is not None:
+        message["content"] = None
+        message["tool_calls"] = [_tool_call_json(answer.tool_call)]
+    if answer.thinking:
+        message["thinking"] = answer.thinking
+    return json_response(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": answer.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": answer.completion.finish_reason,
+                }
+            ],
+            "usage": _chat_usage(answer),
+        }
+    )
+
+
+def _tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def _chat_usage(answer: Answer) -> dict[str, Any]:
+    usage = {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion.tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion.tokens,
+    }
+    if answer.thinking:
+        usage["thinking_tokens"] = answer.thinking_tokens
+        usage["total_tokens"] += answer.thinking_tokens
+    return usage
+
+
+async def _chat_chunks(
+    answer: Answer, completion_id: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse.encode(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
+    if answer.thinking:
+        for piece in tokenize(answer.thinking):
+            yield chunk({"thinking": piece})
+    call = answer.tool_call
+    if call is not None:
+        head = {"index": 0, "id": call.id, "type": "function"}
+        yield chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+        for piece in tokenize(call.arguments):
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    else:
+        for piece in tokenize(answer.completion.text):
+            yield chunk({"content": piece})
+    yield chunk({}, answer.completion.finish_reason)
+    if include_usage:
+        yield sse.encode(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer.model,
+                "choices": [],
+                "usage": _chat_usage(answer),
+            }
+        )
+    yield sse.encode_done()
+
+
+# --- responses ----------------------------------------------------------------------
+
+
+def _turns_from_input(body: dict[str, Any]) -> list[Turn]:
+    turns: list[Turn] = []
+    instructions = fields.string(body, "instructions")
+    if instructions:
+        turns.append(Turn("system", instructions))
+    value = fields.required(body, "input")
+    if isinstance(value, str):
+        turns.append(Turn("user", value))
+        return turns
+    if not isinstance(value, list):
+        raise ApiError(400, "The 'input' field must be a string or an array.")
+    call_names: dict[str, str] = {}
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"The 'input[{index}]' field must be an object.")
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call_names[str(item.get("call_id"))] = str(item.get("name"))
+            continue
+        if kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else json.dumps(output)
+            turns.append(Turn("tool", text, [], call_names.get(str(item.get("call_id")))))
+            continue
+        role = item.get("role")
+        if role not in ROLES:
+            raise ApiError(400, f"The 'input[{index}].role' field must be one of: user, assistant, system.")
+        text, images = content_parts(item.get("content"))
+        turns.append(Turn(role, text, images))
+    if not turns:
+        raise ApiError(400, "The 'input' field must not be empty.")
+    return turns
+
+
+async def responses(sim: Any, request: Request) -> Response | StreamingResponse:
+    body = request.json()
+    fields.model(body, fields.CHAT_MODELS)
+    turns = _turns_from_input(body)
+    fields.number(body, "temperature", 0, 2)
+    cap = fields.MODEL_INFO[body["model"]]["max_output_tokens"]
+    max_tokens = fields.integer(body, "max_output_tokens", 1, 1_000_000)
+    stream = fields.boolean(body, "stream")
+    answer = Answer(body, turns, min(max_tokens or cap, cap))
+    response_id = f"resp_{uuid.uuid4().hex}"
+    message_id = f"msg_{uuid.uuid4().hex}"
+    created = int(time.time())
+    if stream:
+        return StreamingResponse(_response_events(answer, response_id, message_id, created))
+    return json_response(_response_object(answer, response_id, message_id, created, "completed"))
+
+
+def _response_output(answer: Answer, message_id: str, text: str) -> list[dict[str, Any]]:
+    call = answer.tool_call
+    if call is not None:
+        return [
+            {
+                "type": "function_call",
+                "id": f"fc_{call.id[5:]}",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
+        ]
+    return [
+        {
+            "type": "message",
+            "id": message_id,
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+    ]
+
+
+def _response_object(
+    answer: Answer, response_id: str, message_id: str, created: int, status: str
+) -> dict[str, Any]:
+    done = status == "completed"
+    truncated = done and answer.completion.finish_reason == "length"
+    output = _response_output(answer, message_id, answer.completion.text) if done else []
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created,
+        "model": answer.model,
+        "status": "incomplete" if truncated else status,
+        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+        "error": None,
+        "output": output,
+        "usage": {
+            "input_tokens": answer.prompt_tokens,
+            "output_tokens": answer.completion.tokens + answer.thinking_tokens,
+            "total_tokens": answer.prompt_tokens
+            + answer.completion.tokens
+            + answer.thinking_tokens,
+        }
+        if done
+        else None,
+    }
+
+
+async def _response_events(
+    answer: Answer, response_id: str, message_id: str, created: int
+) -> AsyncIterator[bytes]:
+    sequence = 0
+
+    def event(kind: str, **data: Any) -> bytes:
+        nonlocal sequence
+        sequence += 1
+        return sse.encode({"type": kind, "sequence_number": sequence, **data}, event=kind)
+
+    started = _response_object(answer, response_id, message_id, created, "in_progress")
+    yield event("response.created", response=started)
+    final = _response_object(answer, response_id, message_id, created, "completed")
+    item = final["output"][0]
+    if answer.tool_call is None:
+        text = answer.completion.text
+        yield event(
+            "response.output_item.added",
+            output_index=0,
+            item={**item, "status": "in_progress", "content": []},
+        )
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": message_id, "output_index": 0, "content_index": 0}
+        yield event("response.content_part.added", **where, part=part)
+        for piece in tokenize(text):
+            yield event("response.output_text.delta", **where, delta=piece)
+        yield event("response.output_text.done", **where, text=text)
+        yield event("response.content_part.done", **where, part={**part, "text": text})
+    else:
+        yield event("response.output_item.added", output_index=0, item={**item, "arguments": ""})
+        for piece in tokenize(answer.tool_call.arguments):
+            yield event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=0,
+                delta=piece,
+            )
+        yield event(
+            "response.function_call_arguments.done",
+            item_id=item["id"],
+            output_index=0,
+            arguments=answer.tool_call.arguments,
+        )
+    yield event("response.output_item.done", output_index=0, item=item)
+    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    yield event(kind, response=final)
+    yield sse.encode_done()
