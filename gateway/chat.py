@@ -67,7 +67,9 @@ def message_text(messages: list[dict]) -> str:
 async def complete(call: pipeline.Call, body: dict) -> dict:
     """A non-streamed chat completion through the fleet, booked on `call`."""
     try:
-        response = await get_fleet().request("POST", PATH, json=body, model=call.model)
+        response = await get_fleet().request(
+            "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
+        )
     except UpstreamError as exc:
         raise call.failed(exc) from None
     call.node, call.status = response.node, response.status
@@ -85,7 +87,9 @@ async def stream(call: pipeline.Call, body: dict, translator: Translator) -> Htt
         "stream": True,
         "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
     }
-    upstream = get_fleet().stream("POST", PATH, json=upstream_body, model=call.model)
+    upstream = get_fleet().stream(
+        "POST", PATH, json=upstream_body, model=call.model, headers=call.upstream_headers
+    )
     await open_stream(call, upstream)
     return Relay(call, upstream, translator).response()
 

@@ -35,7 +35,9 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     call.tokens_in = sum(count_tokens(t) for t in texts)
     try:
         try:
-            response = await get_fleet().request("POST", PATH, json=body, model=spec.model)
+            response = await get_fleet().request(
+                "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
+            )
         except UpstreamError as exc:
             raise call.failed(exc) from None
         call.node, call.status = response.node, response.status

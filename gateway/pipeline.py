@@ -27,6 +27,7 @@ from console.models import ApiKey, UsageRecord
 from console.shared import counter_add, counter_get
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
+from upstream.fleet import get_fleet
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,19 @@ def authorize(caller: Caller, *, scope: str, model: str | None = None) -> None:
         )
 
 
+def fault_headers(request: HttpRequest | None) -> dict[str, str] | None:
+    """The simulator's `x-sim-*` fault headers, passed on only when the simulator is the upstream.
+
+    They let a developer try their client's error handling against the built-in
+    simulator; a real Mira node never sees them.
+    """
+    if request is None or not get_fleet().is_simulator:
+        return None
+    return {
+        name: value for name, value in request.headers.items() if name.lower().startswith("x-sim-")
+    } or None
+
+
 def _window() -> tuple[int, int]:
     now = int(time.time())
     return now // 60, 60 - now % 60
@@ -160,6 +174,7 @@ class Call:
     ttft_ms: int | None = None
     error: str = ""
     finished: bool = False
+    upstream_headers: dict[str, str] | None = None
 
     def first_byte(self) -> None:
         if self.ttft_ms is None:
@@ -167,10 +182,11 @@ class Call:
 
     def failed(self, exc: UpstreamError) -> ApiError:
         """Record an upstream failure and turn it into the caller's error."""
-        self.status = exc.status if exc.status >= 500 or exc.status == 429 else 502
+        error = upstream_error(exc)
+        self.status = error.status
         self.node = exc.node or self.node
         self.error = exc.detail[:255]
-        return upstream_error(exc)
+        return error
 
     async def finish(self) -> None:
         """Write the usage record (once), even when the caller has gone or the task is cancelled."""
@@ -225,6 +241,7 @@ async def start(
         endpoint=endpoint,
         model=model,
         stream=stream,
+        upstream_headers=fault_headers(request),
     )
 
 

@@ -57,12 +57,16 @@ async def responses(request: HttpRequest) -> HttpResponse:
     prompt = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
     call.tokens_in = count_tokens((spec.instructions or "") + prompt)
     if spec.stream:
-        upstream = get_fleet().stream("POST", PATH, json=body, model=spec.model)
+        upstream = get_fleet().stream(
+            "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
+        )
         await open_stream(call, upstream)
         return Relay(call, upstream, ResponsesTranslator(include_usage=True)).response()
     try:
         try:
-            response = await get_fleet().request("POST", PATH, json=body, model=spec.model)
+            response = await get_fleet().request(
+                "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
+            )
         except UpstreamError as exc:
             raise call.failed(exc) from None
         call.node, call.status = response.node, response.status

@@ -18,7 +18,9 @@ def test_openai_lists_models(console_url, api_key):
 
 def test_openai_chat_completes_and_the_call_is_metered(console_url, api_key):
     reply = _openai(console_url, api_key).chat.completions.create(
-        model="mira", messages=[{"role": "user", "content": "Say hello to the console"}], max_tokens=50
+        model="mira",
+        messages=[{"role": "user", "content": "Say hello to the console"}],
+        max_tokens=50,
     )
     assert reply.choices[0].message.content
     record = UsageRecord.objects.get()
@@ -32,7 +34,9 @@ def test_openai_chat_streams(console_url, api_key):
     stream = _openai(console_url, api_key).chat.completions.create(
         model="mira", messages=[{"role": "user", "content": "Tell me about streams"}], stream=True
     )
-    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) > 3
     record = UsageRecord.objects.get()
     assert record.stream and record.status == 200 and record.tokens_out > 0

@@ -1,0 +1,247 @@
+"""Every error the /v1 API gives: the right status, a `detail` naming what is wrong, no record."""
+
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from console.actions import create_key
+from console.models import ApiKey, UsageRecord
+
+CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def api(console_url, api_key):
+    with httpx.Client(
+        base_url=console_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _detail(response: httpx.Response) -> str:
+    body = response.json()
+    assert body["error"]["message"] == body["detail"]
+    return body["detail"]
+
+
+def test_every_response_has_a_request_id(api):
+    ok = api.get("/models")
+    bad = api.post("/chat/completions", json={})
+    assert ok.headers["x-request-id"].startswith("req_")
+    assert (
+        bad.headers["x-request-id"].startswith("req_")
+        and bad.headers["x-request-id"] != ok.headers["x-request-id"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"messages": CHAT["messages"]}, "The 'model' field is required."),
+        ({"model": "mira"}, "The 'messages' field is required."),
+        (CHAT | {"temperature": 5}, "Invalid 'temperature'"),
+        (CHAT | {"messages": [{"role": "wizard", "content": "x"}]}, "Invalid 'messages.0.role'"),
+        (CHAT | {"max_tokens": "lots"}, "Invalid 'max_tokens'"),
+        (
+            CHAT | {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+            "Invalid 'messages.0.content'",
+        ),
+    ],
+)
+def test_a_bad_field_is_a_400_that_names_it(api, body, detail):
+    response = api.post("/chat/completions", json=body)
+    assert response.status_code == 400
+    assert _detail(response).startswith(detail)
+    assert not UsageRecord.objects.exists()
+
+
+def test_malformed_json_is_a_400(api):
+    response = api.post(
+        "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in _detail(response)
+
+
+def test_an_unknown_model_is_the_upstreams_400_with_its_detail(api):
+    response = api.post("/chat/completions", json=CHAT | {"model": "gpt-17"})
+    assert response.status_code == 400
+    assert "mira" in _detail(response)
+
+
+def test_a_missing_key_is_401(console_url, db):
+    response = httpx.post(f"{console_url}/chat/completions", json=CHAT)
+    assert response.status_code == 401
+    assert _detail(response) == "API key required"
+
+
+@pytest.mark.parametrize("secret", ["sk-other-123", "sk-mira-" + "a" * 46, "not a key"])
+def test_a_malformed_or_unknown_key_is_401(console_url, db, secret):
+    response = httpx.post(
+        f"{console_url}/chat/completions", json=CHAT, headers={"x-api-key": secret}
+    )
+    assert response.status_code == 401
+    assert _detail(response) == "Invalid API key"
+
+
+def test_the_x_api_key_header_works_too(console_url, api_key):
+    response = httpx.post(
+        f"{console_url}/chat/completions", json=CHAT, headers={"x-api-key": api_key}
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("change", ["revoke", "disable", "expire"])
+def test_a_revoked_disabled_or_expired_key_is_401(api, change):
+    key = ApiKey.objects.get()
+    if change == "expire":
+        key.expires_at = timezone.now() - timedelta(seconds=1)
+        key.save()
+    else:
+        getattr(key, change)()
+    response = api.post("/chat/completions", json=CHAT)
+    assert response.status_code == 401
+    assert "revoked" in _detail(response) or "expired" in _detail(response)
+
+
+def test_a_product_outside_the_keys_scopes_is_403(console_url, alice, acme):
+    _key, secret = create_key(
+        workspace=acme, name="embed only", created_by=alice, scopes=["embeddings"]
+    )
+    response = httpx.post(
+        f"{console_url}/chat/completions", json=CHAT, headers={"x-api-key": secret}
+    )
+    assert response.status_code == 403
+    assert _detail(response) == "This API key is not allowed to use chat."
+    assert not UsageRecord.objects.exists()
+
+
+def test_a_model_outside_the_allow_list_is_403_and_hidden_from_the_list(console_url, alice, acme):
+    _key, secret = create_key(
+        workspace=acme, name="fast only", created_by=alice, allowed_models=["mira"]
+    )
+    headers = {"x-api-key": secret}
+    response = httpx.post(
+        f"{console_url}/chat/completions", json=CHAT | {"model": "mira-max"}, headers=headers
+    )
+    assert response.status_code == 403
+    assert "may not use the model mira-max" in _detail(response)
+    ids = [m["id"] for m in httpx.get(f"{console_url}/models", headers=headers).json()["data"]]
+    assert ids == ["mira"]
+
+
+def test_an_unknown_endpoint_is_404(api):
+    response = api.get("/nothing/here")
+    assert response.status_code == 404
+    assert "No endpoint at /v1/nothing/here" in _detail(response)
+
+
+def test_no_version_is_404_saying_a_version_is_required(asgi_server, api_key):
+    response = httpx.post(
+        f"{asgi_server.url}/chat/completions", json=CHAT, headers={"x-api-key": api_key}
+    )
+    assert response.status_code == 404
+    assert "An API version is required" in _detail(response)
+    assert "/v1/chat/completions" in _detail(response)
+
+
+def test_an_unknown_version_is_404(asgi_server, api_key):
+    response = httpx.get(f"{asgi_server.url}/v9/models", headers={"x-api-key": api_key})
+    assert response.status_code == 404
+    assert _detail(response) == "Unknown API version v9. Available: v1."
+
+
+def test_a_deprecated_version_answers_with_deprecation_headers(
+    asgi_server, api_key, upstream_fleet
+):
+    versions = {
+        "v1": {},
+        "v0": {
+            "serves": "v1",
+            "deprecated": date(2026, 1, 1),
+            "sunset": date(2099, 1, 1),
+            "link": "https://docs.example.com/v0-to-v1",
+        },
+    }
+    with override_settings(API_VERSIONS=versions):
+        response = httpx.get(f"{asgi_server.url}/v0/models", headers={"x-api-key": api_key})
+    assert response.status_code == 200
+    assert response.headers["Deprecation"] == "Thu, 01 Jan 2026 00:00:00 GMT"
+    assert response.headers["Sunset"] == "Thu, 01 Jan 2099 00:00:00 GMT"
+    assert response.headers["Link"] == '<https://docs.example.com/v0-to-v1>; rel="deprecation"'
+
+
+def test_a_version_past_its_sunset_is_410(asgi_server, api_key):
+    versions = {
+        "v1": {},
+        "v0": {"serves": "v1", "deprecated": date(2024, 1, 1), "sunset": date(2025, 1, 1)},
+    }
+    with override_settings(API_VERSIONS=versions):
+        response = httpx.get(f"{asgi_server.url}/v0/models", headers={"x-api-key": api_key})
+    assert response.status_code == 410
+    assert "removed on 2025-01-01" in _detail(response)
+
+
+def test_a_wrong_method_is_405(api):
+    response = api.get("/chat/completions")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert "use POST" in _detail(response)
+
+
+def test_an_oversized_body_is_413_and_nothing_is_recorded(api):
+    huge = CHAT | {"messages": [{"role": "user", "content": "x" * (3 * 1024 * 1024)}]}
+    response = api.post("/chat/completions", json=huge)
+    assert response.status_code == 413
+    assert "too large" in _detail(response)
+    assert not UsageRecord.objects.exists()
+
+
+@pytest.mark.parametrize(("status", "expected"), [(500, 502), (502, 502), (503, 503)])
+def test_upstream_failures_are_502_or_503_and_recorded(api, status, expected):
+    response = api.post("/chat/completions", json=CHAT, headers={"x-sim-status": str(status)})
+    assert response.status_code == expected
+    assert "The upstream failed" in _detail(response)
+    record = UsageRecord.objects.get()
+    assert record.status == expected and record.error
+
+
+def test_an_upstream_timeout_is_504(api, upstream_fleet):
+    from dataclasses import replace
+
+    upstream_fleet.options = replace(
+        upstream_fleet.options,
+        timeouts=replace(upstream_fleet.options.timeouts, first_byte=0.3),
+        max_attempts=1,
+    )
+    response = api.post("/chat/completions", json=CHAT, headers={"x-sim-hang": "1"})
+    assert response.status_code == 504
+    assert "did not answer in time" in _detail(response)
+    assert UsageRecord.objects.get().status == 504
+
+
+def test_an_upstream_429_passes_its_retry_after_on(api, upstream_fleet):
+    from dataclasses import replace
+
+    upstream_fleet.options = replace(upstream_fleet.options, max_attempts=1)
+    response = api.post(
+        "/chat/completions", json=CHAT, headers={"x-sim-status": "429", "x-sim-retry-after": "7"}
+    )
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_messages_errors_use_anthropics_envelope(api):
+    response = api.post(
+        "/messages", json={"model": "mira", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"] == {
+        "type": "invalid_request_error",
+        "message": "The 'max_tokens' field is required.",
+    }
