@@ -6,6 +6,7 @@ so that a typo stops the process at start-up instead of misbehaving later.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -146,7 +147,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Tests use a file, not shared memory: the live server's threads and worker
     # processes then see the same database, with SQLite's ordinary locking.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # One file per test process, so that test runs side by side do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"mira-console-test-{os.getpid()}.sqlite3")
+    }
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -303,3 +307,7 @@ GATEWAY_MAX_JSON_BYTES = env_int("GATEWAY_MAX_JSON_BYTES", 2 * 1024 * 1024)
 GATEWAY_MAX_UPLOAD_BYTES = env_int("GATEWAY_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 GATEWAY_KEEPALIVE_SECONDS = float(env_int("GATEWAY_KEEPALIVE_SECONDS", 15))
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_UPLOAD_BYTES + 1024 * 1024
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
+# Holds older than this are taken to be left by a crashed worker (`manage.py releaseholds`).
+STALE_HOLD_MINUTES = env_int("STALE_HOLD_MINUTES", 30)
+DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]

@@ -84,7 +84,7 @@ class KeyInfo:
 
 _local: dict[str, KeyInfo | None] = {}
 _local_at: dict[str, float] = {}
-_sync_redis = None
+_sync_redis: dict[str, redis.Redis] = {}
 
 
 def _shared_key(key_hash: str) -> str:
@@ -93,13 +93,13 @@ def _shared_key(key_hash: str) -> str:
 
 def forget(key_hash: str) -> None:
     """Drop a key from both caches; called on every change to the key."""
-    global _sync_redis
     _local.pop(key_hash, None)
     _local_at.pop(key_hash, None)
     if settings.REDIS_URL:
-        if _sync_redis is None:
-            _sync_redis = redis.Redis.from_url(settings.REDIS_URL)
-        _sync_redis.delete(_shared_key(key_hash))
+        client = _sync_redis.get(settings.REDIS_URL)
+        if client is None:
+            client = _sync_redis[settings.REDIS_URL] = redis.Redis.from_url(settings.REDIS_URL)
+        client.delete(_shared_key(key_hash))
 
 
 def _encode(info: KeyInfo | None) -> str:

@@ -220,3 +220,231 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+# ---------- billing ----------
+
+
+class Unit(models.TextChoices):
+    """What a price is per; `per` says how many of the unit the amount buys."""
+
+    INPUT_TOKEN = "input_token", "Input tokens"
+    OUTPUT_TOKEN = "output_token", "Output tokens"
+    EMBEDDING_TOKEN = "embedding_token", "Embedding tokens"
+    IMAGE = "image", "Images"
+    SPEECH_CHARACTER = "speech_character", "Speech characters"
+    TRANSCRIPTION_SECOND = "transcription_second", "Transcription seconds"
+    REALTIME_MINUTE = "realtime_minute", "Realtime minutes"
+    MUSIC_SECOND = "music_second", "Music seconds"
+    VIDEO_SECOND = "video_second", "Video seconds"
+
+
+class PriceQuerySet(models.QuerySet["Price"]):
+    def in_force(self, at=None) -> "PriceQuerySet":
+        """The prices that apply at a moment: the newest version of each (product, model, unit, variant)."""
+        at = at or timezone.now()
+        newer = Price.objects.filter(
+            product=models.OuterRef("product"),
+            model=models.OuterRef("model"),
+            unit=models.OuterRef("unit"),
+            variant=models.OuterRef("variant"),
+            valid_from__lte=at,
+            valid_from__gt=models.OuterRef("valid_from"),
+        )
+        return self.filter(valid_from__lte=at).exclude(models.Exists(newer))
+
+
+class Price(models.Model):
+    """What one unit costs, in micro-units per `per` units. Rows are never edited: a new
+    price is a new row with a later `valid_from`, so past charges keep their price."""
+
+    product = models.CharField(max_length=16, choices=Product.choices)
+    model = models.CharField(
+        max_length=128, blank=True, help_text="blank: every model of the product"
+    )
+    unit = models.CharField(max_length=24, choices=Unit.choices)
+    variant = models.CharField(
+        max_length=32, blank=True, help_text="e.g. an image size and quality"
+    )
+    amount = models.BigIntegerField(help_text="micro-units per `per` units")
+    per = models.PositiveIntegerField(default=1)
+    valid_from = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = PriceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["product", "model", "unit", "variant", "-valid_from"]
+        indexes = [models.Index(fields=["product", "model", "unit", "variant", "-valid_from"])]
+
+    def __str__(self) -> str:
+        what = self.model or f"any {self.product}"
+        return f"{what} {self.unit}{' ' + self.variant if self.variant else ''}: {self.amount}/{self.per}"
+
+    def cost(self, quantity: int) -> int:
+        """Micro-units for a whole quantity, rounded up so that nothing is given away."""
+        if quantity <= 0:
+            return 0
+        return -(-quantity * self.amount // self.per)
+
+
+class BillingAccount(models.Model):
+    """A workspace's money: the balance (always the sum of its ledger) and its limits."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="billing")
+    balance = models.BigIntegerField(default=0, help_text="micro-units")
+    monthly_limit = models.BigIntegerField(null=True, blank=True, help_text="micro-units per month")
+    alert_thresholds = models.JSONField(
+        default=list, blank=True, help_text="percent of the monthly limit"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(balance__gte=0), name="balance_never_negative")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace}: {self.balance}"
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant", "Credit added"
+    HOLD = "hold", "Hold"
+    RELEASE = "release", "Hold released"
+    CHARGE = "charge", "Charge"
+    REFUND = "refund", "Refund"
+
+
+class LedgerEntry(models.Model):
+    """One movement of a workspace's balance; append-only."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="ledger")
+    kind = models.CharField(max_length=8, choices=EntryKind.choices)
+    amount = models.BigIntegerField(help_text="signed micro-units")
+    balance_after = models.BigIntegerField()
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    note = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} ({self.request_id or self.note})"
+
+
+class Hold(models.Model):
+    """An open hold: money set aside for a call in flight, until the call is settled."""
+
+    request_id = models.CharField(max_length=64, unique=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="holds")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    amount = models.BigIntegerField()
+    month = models.CharField(max_length=7)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"hold {self.amount} for {self.request_id}"
+
+
+class MonthlySpend(models.Model):
+    """What a workspace or a key has committed this month (charges plus open holds), so that a
+    budget can be checked and reserved against in one conditional update."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    month = models.CharField(max_length=7)
+    committed = models.BigIntegerField(default=0)
+    spent = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "api_key", "month"], name="one_spend_row_per_month"
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "month"],
+                condition=Q(api_key__isnull=True),
+                name="one_workspace_spend_row",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month}: {self.spent} spent, {self.committed} committed"
+
+
+class AlertSent(models.Model):
+    """A budget alert already sent, so each threshold is announced once per month."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alerts")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    month = models.CharField(max_length=7)
+    threshold = models.PositiveSmallIntegerField()
+    spent = models.BigIntegerField()
+    limit = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "api_key", "month", "threshold"],
+                name="one_alert_per_threshold",
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "month", "threshold"],
+                condition=Q(api_key__isnull=True),
+                name="one_workspace_alert_per_threshold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold}% of {self.limit} in {self.month}"
+
+
+class UsageRollup(models.Model):
+    """Usage per day and dimension, kept current as calls settle, for the dashboards."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=128, blank=True)
+    product = models.CharField(max_length=16, choices=Product.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost = models.BigIntegerField(default=0)
+    latency_ms_total = models.BigIntegerField(default=0)
+    # The dimensions in one string, so that uniqueness holds where key or user is empty.
+    dimensions = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "day", "dimensions"], name="one_rollup_row"
+            )
+        ]
+        indexes = [models.Index(fields=["workspace", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.dimensions}: {self.requests} requests"

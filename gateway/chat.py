@@ -52,6 +52,17 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
 
 
+def prompt_tokens(messages: list[dict]) -> int:
+    """The prompt's tokens as Mira counts them: text, 4 per message, 85 per image, 2 to prime."""
+    total = 2
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else []
+        images = sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "image_url")
+        total += count_tokens(message_text([message])) + 4 + 85 * images
+    return total
+
+
 def message_text(messages: list[dict]) -> str:
     """All the text in a list of chat messages, for estimating prompt tokens."""
     pieces = []
@@ -101,8 +112,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
+        tokens_in=prompt_tokens(body["messages"]),
+        max_tokens=spec.max_completion_tokens or spec.max_tokens,
     )  # fmt: skip
-    call.tokens_in = count_tokens(message_text(body["messages"]))
     if spec.stream:
         include_usage = bool((spec.stream_options or {}).get("include_usage"))
         return await stream(call, body, Translator(include_usage=include_usage))

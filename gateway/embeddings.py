@@ -30,9 +30,8 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     texts = [spec.input] if isinstance(spec.input, str) else spec.input
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="embeddings", endpoint=PATH,
-        model=spec.model, request=request,
+        model=spec.model, request=request, tokens_in=sum(count_tokens(t) for t in texts),
     )  # fmt: skip
-    call.tokens_in = sum(count_tokens(t) for t in texts)
     try:
         try:
             response = await get_fleet().request(

@@ -325,8 +325,8 @@ async def messages(request: HttpRequest) -> HttpResponse:
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
+        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=spec.max_tokens,
     )  # fmt: skip
-    call.tokens_in = count_tokens(chat.message_text(upstream_body["messages"]))
     if spec.stream:
         translator = MessagesTranslator(model=spec.model, input_tokens=call.tokens_in)
         return await chat.stream(call, upstream_body, translator)

@@ -12,19 +12,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
 from django.http import HttpRequest
-from django.utils import timezone
 
-from console import keys
+from console import keys, ledger, pricing
 from console.keys import KeyInfo
-from console.models import ApiKey, UsageRecord
 from console.shared import counter_add, counter_get
+from console.usage import book, cost_of
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
@@ -173,6 +170,7 @@ class Call:
     units: dict = field(default_factory=dict)
     ttft_ms: int | None = None
     error: str = ""
+    variant: str = ""
     finished: bool = False
     upstream_headers: dict[str, str] | None = None
 
@@ -228,55 +226,92 @@ def upstream_error(exc: UpstreamError) -> ApiError:
 
 
 async def start(
-    caller: Caller, *, request_id: str, product: str, endpoint: str, model: str = "", stream: bool = False,
+    caller: Caller,
+    *,
+    request_id: str,
+    product: str,
+    endpoint: str,
+    model: str = "",
+    stream: bool = False,
     request: HttpRequest | None = None,
-) -> Call:  # fmt: skip
-    """Authorize and limit a call; from here on it must be finished."""
+    tokens_in: int = 0,
+    max_tokens: int | None = None,
+    units: dict | None = None,
+    variant: str = "",
+) -> Call:
+    """Authorize, limit and reserve a call; from here on it must be finished.
+
+    The worst-case cost (the prompt plus `max_tokens`, or the given units) is held
+    against the balance and budgets first: 402 before anything goes upstream.
+    """
     authorize(caller, scope=product, model=model or None)
     await limit(caller, request)
-    return Call(
+    call = Call(
         caller=caller,
         request_id=request_id,
         product=product,
         endpoint=endpoint,
         model=model,
         stream=stream,
+        tokens_in=tokens_in,
+        units=units or {},
+        variant=variant,
         upstream_headers=fault_headers(request),
     )
+    await _reserve(call, max_tokens)
+    return call
+
+
+@sync_to_async
+def _reserve(call: Call, max_tokens: int | None) -> None:
+    amount = pricing.worst_case(call.product, call.model, call.tokens_in, max_tokens)
+    if call.units:
+        amount += cost_of(
+            product=call.product,
+            model=call.model,
+            tokens_in=0,
+            tokens_out=0,
+            units=call.units,
+            variant=call.variant,
+        )
+    if amount <= 0:
+        return
+    key = call.caller.key
+    try:
+        ledger.hold(
+            workspace_id=call.caller.workspace_id,
+            api_key_id=key.id if key else None,
+            key_budget=key.monthly_budget if key else None,
+            amount=amount,
+            request_id=call.request_id,
+        )
+    except ledger.PaymentRequired as exc:
+        raise ApiError(402, str(exc), code="insufficient_balance") from None
 
 
 @sync_to_async
 def _record(call: Call) -> None:
-    latency_ms = int((time.monotonic() - call.started) * 1000)
-    key_id = call.caller.key.id if call.caller.key else None
     try:
-        with transaction.atomic():
-            UsageRecord.objects.create(
-                request_id=call.request_id,
-                workspace_id=call.caller.workspace_id,
-                api_key_id=key_id,
-                user_id=call.caller.user_id,
-                source=call.caller.source,
-                product=call.product,
-                endpoint=call.endpoint,
-                model=call.model[:128],
-                node=call.node[:64],
-                status=call.status or 499,
-                stream=call.stream,
-                tokens_in=call.tokens_in,
-                tokens_out=call.tokens_out,
-                units=call.units,
-                latency_ms=latency_ms,
-                ttft_ms=call.ttft_ms,
-                error=call.error[:255],
-            )
-            if key_id:
-                # last_used_at is for people: a write every 30 s per key is enough.
-                now = timezone.now()
-                ApiKey.objects.filter(
-                    Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - timedelta(seconds=30)),
-                    pk=key_id,
-                ).update(last_used_at=now)
+        book(
+            variant=call.variant,
+            request_id=call.request_id,
+            workspace_id=call.caller.workspace_id,
+            api_key_id=call.caller.key.id if call.caller.key else None,
+            user_id=call.caller.user_id,
+            source=call.caller.source,
+            product=call.product,
+            endpoint=call.endpoint,
+            model=call.model[:128],
+            node=call.node[:64],
+            status=call.status or 499,
+            stream=call.stream,
+            tokens_in=call.tokens_in,
+            tokens_out=call.tokens_out,
+            units=call.units,
+            latency_ms=int((time.monotonic() - call.started) * 1000),
+            ttft_ms=call.ttft_ms,
+            error=call.error[:255],
+        )
     except Exception:
-        logger.exception("could not record usage for %s", call.request_id)
+        logger.exception("could not book the call %s", call.request_id)
         raise

@@ -50,12 +50,12 @@ class ResponsesTranslator(Translator):
 async def responses(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(ResponsesRequest, body)
+    prompt = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="responses", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
+        tokens_in=count_tokens((spec.instructions or "") + prompt), max_tokens=spec.max_output_tokens,
     )  # fmt: skip
-    prompt = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
-    call.tokens_in = count_tokens((spec.instructions or "") + prompt)
     if spec.stream:
         upstream = get_fleet().stream(
             "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers

@@ -23,10 +23,17 @@ def make_user(email: str, name: str = "") -> User:
     return User.objects.create_user(email=email, password=PASSWORD, name=name)
 
 
+ACME_CREDIT = 100 * 1_000_000  # $100 in micro-units
+
+
 @pytest.fixture
 def acme(db) -> Workspace:
-    """Alice's workspace, where most tests happen."""
-    return Workspace.objects.create(name="Acme", slug="acme")
+    """Alice's workspace, where most tests happen; it starts with $100 of credit."""
+    from console import ledger
+
+    workspace = Workspace.objects.create(name="Acme", slug="acme")
+    ledger.grant(workspace=workspace, amount=ACME_CREDIT, note="test credit", by=None)
+    return workspace
 
 
 @pytest.fixture

@@ -101,3 +101,52 @@ def test_responses_api(console_url, api_key):
     result = _openai(console_url, api_key).responses.create(model="mira", input="Say something")
     assert result.output_text
     assert UsageRecord.objects.get().product == "responses"
+
+
+def test_openai_tools_json_mode_and_image_parts_pass_through(console_url, api_key):
+    client = _openai(console_url, api_key)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    called = client.chat.completions.create(
+        model="mira",
+        tools=tools,
+        messages=[{"role": "user", "content": "Use get_weather for Paris"}],
+    )
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+    as_json = client.chat.completions.create(
+        model="mira",
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "List three colours as JSON"}],
+    )
+    import json
+
+    assert isinstance(json.loads(as_json.choices[0].message.content), dict)
+
+    pixel = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ"
+        "DwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    seen = client.chat.completions.create(
+        model="mira",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": pixel}},
+                ],
+            }
+        ],
+    )
+    assert "image" in seen.choices[0].message.content.lower()
+    assert UsageRecord.objects.count() == 3

@@ -9,6 +9,7 @@ from accounts.roles import Role
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_SLUG = "demo"
+DEMO_CREDIT = 25 * 1_000_000  # $25 to try things with
 
 
 class Command(BaseCommand):

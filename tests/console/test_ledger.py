@@ -1,0 +1,151 @@
+"""The ledger keeps the balance exact: the sum of its entries, never below zero."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Sum
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounts.models import Workspace
+from console import ledger
+from console.models import BillingAccount, EntryKind, Hold, LedgerEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def _balance_matches_entries(workspace: Workspace) -> int:
+    balance = ledger.balance_of(workspace)
+    total = LedgerEntry.objects.filter(workspace=workspace).aggregate(s=Sum("amount"))["s"] or 0
+    assert balance == total
+    assert balance >= 0
+    return balance
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("grant"), st.integers(1, 5_000_000)),
+        st.tuples(st.just("refund"), st.integers(1, 1_000_000)),
+        st.tuples(st.just("hold"), st.integers(1, 3_000_000)),
+        st.tuples(st.just("settle"), st.integers(0, 4_000_000)),
+        st.tuples(st.just("release"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=operations)
+def test_any_sequence_of_movements_keeps_the_balance_exact_and_never_negative(steps):
+    workspace = Workspace.objects.create(name="Prop", slug=f"prop-{Workspace.objects.count()}")
+    open_holds: list[tuple[str, int]] = []
+    for n, (kind, amount) in enumerate(steps):
+        before = (
+            BillingAccount.objects.filter(workspace=workspace)
+            .values_list("balance", flat=True)
+            .first()
+            or 0
+        )
+        if kind == "grant":
+            ledger.grant(workspace=workspace, amount=amount, note="test", by=None)
+        elif kind == "refund":
+            ledger.refund(workspace=workspace, amount=amount, note="test", by=None)
+        elif kind == "hold":
+            request_id = f"{workspace.slug}-{n}"
+            try:
+                ledger.hold(
+                    workspace_id=workspace.pk,
+                    api_key_id=None,
+                    key_budget=None,
+                    amount=amount,
+                    request_id=request_id,
+                )
+            except ledger.PaymentRequired:
+                assert amount > before
+            else:
+                open_holds.append((request_id, amount))
+        elif open_holds:
+            request_id, held = open_holds.pop(0)
+            charged = ledger.settle(request_id=request_id, cost=amount if kind == "settle" else 0)
+            assert charged == min(amount if kind == "settle" else 0, held)
+        _balance_matches_entries(workspace)
+    assert Hold.objects.filter(workspace=workspace).count() == len(open_holds)
+    for request_id, _held in open_holds:
+        ledger.settle(request_id=request_id, cost=0)
+    assert not Hold.objects.filter(workspace=workspace).exists()
+    _balance_matches_entries(workspace)
+
+
+def test_a_hold_the_balance_cannot_cover_is_refused_and_writes_nothing(acme):
+    before = LedgerEntry.objects.count()
+    with pytest.raises(ledger.PaymentRequired, match="Insufficient balance"):
+        ledger.hold(
+            workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=10**12, request_id="r1"
+        )
+    assert LedgerEntry.objects.count() == before and not Hold.objects.exists()
+
+
+def test_settling_releases_the_hold_and_charges_the_actual_cost(acme):
+    start = ledger.balance_of(acme)
+    ledger.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=900, request_id="r1")
+    assert ledger.balance_of(acme) == start - 900
+    assert ledger.settle(request_id="r1", cost=250) == 250
+    assert ledger.balance_of(acme) == start - 250
+    kinds = list(
+        LedgerEntry.objects.filter(request_id="r1").order_by("id").values_list("kind", "amount")
+    )
+    assert kinds == [(EntryKind.HOLD, -900), (EntryKind.RELEASE, 900), (EntryKind.CHARGE, -250)]
+    # Settling twice charges nothing more.
+    assert ledger.settle(request_id="r1", cost=250) == 0
+    assert ledger.balance_of(acme) == start - 250
+
+
+def test_stale_holds_are_released_by_the_command(acme):
+    start = ledger.balance_of(acme)
+    ledger.hold(
+        workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=5000, request_id="crashed"
+    )
+    Hold.objects.update(created_at=Hold.objects.get().created_at.replace(year=2000))
+    ledger.hold(
+        workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=700, request_id="in-flight"
+    )
+    out = io.StringIO()
+    call_command("releaseholds", stdout=out)
+    assert "Released 1 stale hold." in out.getvalue()
+    assert list(Hold.objects.values_list("request_id", flat=True)) == ["in-flight"]
+    assert ledger.balance_of(acme) == start - 700
+
+
+def test_grantcredit_adds_exact_credit_with_a_note(acme):
+    start = ledger.balance_of(acme)
+    out = io.StringIO()
+    call_command(
+        "grantcredit", "--workspace", "acme", "--amount", "0.25", "--note", "goodwill", stdout=out
+    )
+    assert ledger.balance_of(acme) == start + 250_000
+    entry = LedgerEntry.objects.filter(kind=EntryKind.GRANT).latest("id")
+    assert entry.note == "goodwill" and entry.amount == 250_000
+    assert "Added $0.25 to acme" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("abc", "is not an amount"),
+        ("-5", "must be positive"),
+        ("0.0000001", "more than six decimals"),
+    ],
+)
+def test_grantcredit_refuses_a_bad_amount_and_adds_nothing(acme, amount, message):
+    before = LedgerEntry.objects.count()
+    with pytest.raises(CommandError, match=message):
+        call_command("grantcredit", "--workspace", "acme", "--amount", amount, "--note", "x")
+    assert LedgerEntry.objects.count() == before
+
+
+def test_grantcredit_names_an_unknown_workspace(db):
+    with pytest.raises(CommandError, match="No workspace with the slug 'nope'"):
+        call_command("grantcredit", "--workspace", "nope", "--amount", "5", "--note", "x")

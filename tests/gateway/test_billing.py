@@ -1,0 +1,209 @@
+"""Calls hold their worst case, settle to the actual cost, and are refused with 402 when the
+balance or a budget cannot cover them, before anything goes upstream."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from django.core import mail
+from django.db.models import Count, Sum
+
+from accounts.models import Workspace
+from console import ledger
+from console.actions import create_key
+from console.models import AlertSent, BillingAccount, EntryKind, Hold, LedgerEntry, UsageRecord
+from console.pricing import token_cost
+
+CHAT = {
+    "model": "mira",
+    "messages": [{"role": "user", "content": "Count the waves"}],
+    "max_tokens": 1000,
+}
+
+
+def _post(url, secret, body=CHAT, headers=None):
+    return httpx.post(
+        f"{url}/chat/completions",
+        json=body,
+        headers={"x-api-key": secret} | (headers or {}),
+        timeout=60,
+    )
+
+
+def _hold_of_one_call(url, secret) -> int:
+    response = _post(url, secret)
+    assert response.status_code == 200
+    return -LedgerEntry.objects.get(
+        request_id=response.headers["x-request-id"], kind=EntryKind.HOLD
+    ).amount
+
+
+def test_a_call_is_charged_its_actual_cost_and_the_hold_released(console_url, api_key, acme):
+    start = ledger.balance_of(acme)
+    response = _post(console_url, api_key)
+    usage = response.json()["usage"]
+    request_id = response.headers["x-request-id"]
+    expected = token_cost("chat", "mira", usage["prompt_tokens"], usage["completion_tokens"])
+    record = UsageRecord.objects.get(request_id=request_id)
+    assert record.cost == expected > 0
+    assert ledger.balance_of(acme) == start - expected
+    kinds = list(
+        LedgerEntry.objects.filter(request_id=request_id)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
+    assert kinds == ["hold", "release", "charge"]
+    assert not Hold.objects.exists()
+
+
+def test_a_call_the_balance_cannot_cover_is_402_and_nothing_goes_upstream(
+    console_url, alice, simulator
+):
+    poor = Workspace.objects.create(name="Poor", slug="poor")
+    _key, secret = create_key(workspace=poor, name="k", created_by=alice)
+    before = simulator.stats()["requests"]
+    sent = []
+    client = openai.OpenAI(
+        base_url=console_url,
+        api_key=secret,
+        http_client=httpx.Client(event_hooks={"request": [sent.append]}),
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**CHAT)
+    assert caught.value.status_code == 402
+    assert "Insufficient balance" in caught.value.message
+    assert len(sent) == 1  # the SDK did not retry
+    assert simulator.stats()["requests"] == before
+    assert (
+        not UsageRecord.objects.exists() and not LedgerEntry.objects.filter(workspace=poor).exists()
+    )
+
+
+def test_concurrent_calls_cannot_overspend_the_balance(console_url, alice, acme):
+    _k, probe = create_key(workspace=acme, name="probe", created_by=alice)
+    # Every call writes all of its max_tokens, so each one costs exactly what it holds,
+    # and exactly twenty fit in the balance however the calls interleave.
+    body = CHAT | {
+        "max_tokens": 40,
+        "messages": [{"role": "user", "content": "Tell me a long story"}],
+    }
+    first = _post(console_url, probe, body=body)
+    assert first.json()["choices"][0]["finish_reason"] == "length"
+    worst = -LedgerEntry.objects.get(
+        request_id=first.headers["x-request-id"], kind=EntryKind.HOLD
+    ).amount
+    assert UsageRecord.objects.get().cost == worst
+    tight = Workspace.objects.create(name="Tight", slug="tight")
+    ledger.grant(
+        workspace=tight, amount=20 * worst + worst // 2, note="exactly twenty holds", by=None
+    )
+    _key, secret = create_key(workspace=tight, name="k", created_by=alice)
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(
+            pool.map(
+                lambda _: _post(
+                    console_url, secret, body=body, headers={"x-sim-latency-ms": "300"}
+                ),
+                range(50),
+            )
+        )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 20 and statuses.count(402) == 30
+    account = BillingAccount.objects.get(workspace=tight)
+    entries = LedgerEntry.objects.filter(workspace=tight)
+    assert account.balance == worst // 2 == entries.aggregate(s=Sum("amount"))["s"]
+    ok_ids = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
+    charges = entries.filter(kind=EntryKind.CHARGE).values("request_id").annotate(n=Count("id"))
+    assert {c["request_id"] for c in charges} == ok_ids and {c["n"] for c in charges} == {1}
+    assert UsageRecord.objects.filter(workspace=tight).count() == 20
+    assert not Hold.objects.filter(workspace=tight).exists()
+
+
+def test_a_stream_cut_by_the_client_is_charged_for_what_was_delivered(console_url, api_key, acme):
+    start = ledger.balance_of(acme)
+    body = CHAT | {
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me a long story about rivers"}],
+    }
+    with httpx.stream("POST", f"{console_url}/chat/completions", json=body, timeout=30,
+                      headers={"x-api-key": api_key, "x-sim-chunk-delay-ms": "50"}) as response:  # fmt: skip
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data: ")
+            if seen >= 5:
+                break
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = UsageRecord.objects.get()
+    assert record.status == 499 and 0 < record.tokens_out < 1000
+    assert record.cost == token_cost("chat", "mira", record.tokens_in, record.tokens_out)
+    assert ledger.balance_of(acme) == start - record.cost
+    assert not Hold.objects.exists()
+
+
+# Each of these calls writes all of its max_tokens: it costs exactly what it holds.
+EXACT = CHAT | {"max_tokens": 40, "messages": [{"role": "user", "content": "Tell me a long story"}]}
+
+
+def _exact_cost(url, secret) -> int:
+    response = _post(url, secret, body=EXACT)
+    assert response.json()["choices"][0]["finish_reason"] == "length"
+    return UsageRecord.objects.get(request_id=response.headers["x-request-id"]).cost
+
+
+def test_a_key_budget_refuses_calls_once_used_and_alerts_once_per_threshold(
+    console_url, alice, bob, acme
+):
+    _k, probe = create_key(workspace=acme, name="probe", created_by=alice)
+    cost = _exact_cost(console_url, probe)
+    mail.outbox.clear()
+    _key, secret = create_key(
+        workspace=acme, name="budgeted", created_by=alice, monthly_budget=4 * cost
+    )
+    statuses = [_post(console_url, secret, body=EXACT).status_code for _ in range(6)]
+    assert statuses == [200, 200, 200, 200, 402, 402]
+    refused = _post(console_url, secret, body=EXACT)
+    assert "The monthly budget of this API key is used up" in refused.json()["detail"]
+    alerts = list(
+        AlertSent.objects.filter(api_key__name="budgeted")
+        .order_by("threshold")
+        .values_list("threshold", flat=True)
+    )
+    assert alerts == [50, 80, 100]
+    emails = [m for m in mail.outbox if "monthly budget" in m.subject]
+    assert [m.subject for m in emails] == [
+        "Acme: 50% of the monthly budget used",
+        "Acme: 80% of the monthly budget used",
+        "Acme: 100% of the monthly budget used",
+    ]
+    for message in emails:
+        assert message.to == ["alice@example.com"]  # owners and admins, not bob the developer
+        assert "the API key budgeted" in message.body
+    assert "now refused with HTTP 402" in emails[-1].body
+
+
+def test_a_workspace_limit_refuses_calls_and_alerts_admins_too(
+    console_url, api_key, acme, member_of_acme
+):
+    member_of_acme("admin")
+    cost = _exact_cost(console_url, api_key)
+    account = BillingAccount.objects.get(workspace=acme)
+    account.monthly_limit = 3 * cost  # the first call already spent one of three
+    account.save()
+    mail.outbox.clear()
+    statuses = [_post(console_url, api_key, body=EXACT).status_code for _ in range(4)]
+    assert statuses == [200, 200, 402, 402]
+    refused = _post(console_url, api_key, body=EXACT).json()["detail"]
+    assert "The monthly budget of this workspace is used up" in refused
+    alerts = list(
+        AlertSent.objects.filter(api_key=None)
+        .order_by("threshold")
+        .values_list("threshold", flat=True)
+    )
+    assert alerts == [50, 80, 100]
+    assert len(mail.outbox) == 3
+    assert sorted(mail.outbox[0].to) == ["admin@example.com", "alice@example.com"]
+    assert "the workspace" in mail.outbox[0].body

@@ -1,0 +1,103 @@
+"""Two worker processes sharing Redis: a revoked key stops everywhere within a second, and a
+rate limit is exact across workers."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+
+from console.actions import create_key
+from console.models import ApiKey
+from tests.conftest import free_port
+from tests.upstream_fixtures import TEST_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """The configured Redis, or a private redis-server for this module."""
+    if settings.REDIS_URL:
+        yield settings.REDIS_URL
+        return
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed: `make test` installs it"
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def workers(transactional_db, simulator, redis_url):
+    """The console served by two uvicorn worker processes on one port, sharing Redis."""
+    port = free_port()
+    env = os.environ | {
+        "MIRA_TESTING": "1",
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": redis_url,
+        "MIRA_API_BASE": simulator.base_url,
+        "MIRA_API_KEY": TEST_KEY,
+        "LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "2", "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _post(url: str, secret: str) -> int:
+    return httpx.post(
+        f"{url}/chat/completions", json=CHAT, headers={"x-api-key": secret}, timeout=30
+    ).status_code
+
+
+def test_a_revoked_key_stops_on_every_worker_within_a_second(workers, redis_url, alice, acme):
+    _key, secret = create_key(workspace=acme, name="shared", created_by=alice)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {200}
+    with override_settings(REDIS_URL=redis_url):
+        ApiKey.objects.get().revoke()
+    time.sleep(1.0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
+
+
+def test_a_rate_limit_is_exact_across_workers(workers, alice, acme):
+    _key, secret = create_key(workspace=acme, name="limited", created_by=alice, rpm_limit=10)
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(lambda _: _post(workers, secret), range(30)))
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
