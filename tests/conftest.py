@@ -26,11 +26,25 @@ def make_user(email: str, name: str = "") -> User:
 ACME_CREDIT = 100 * 1_000_000  # $100 in micro-units
 
 
+def seed_prices() -> None:
+    """The default prices, as the data migration leaves them (transactional tests flush them)."""
+    from console.models import Price
+    from console.pricing import DEFAULT_PRICES, forget_prices
+
+    if not Price.objects.exists():
+        Price.objects.bulk_create(
+            Price(product=p, model=m, unit=u, variant=v, amount=a, per=per)
+            for p, m, u, v, a, per in DEFAULT_PRICES
+        )
+    forget_prices()
+
+
 @pytest.fixture
 def acme(db) -> Workspace:
     """Alice's workspace, where most tests happen; it starts with $100 of credit."""
     from console import ledger
 
+    seed_prices()
     workspace = Workspace.objects.create(name="Acme", slug="acme")
     ledger.grant(workspace=workspace, amount=ACME_CREDIT, note="test credit", by=None)
     return workspace

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +58,8 @@ def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
 
     yield start
     for server in started:
+        server.request_stop()
+    for server in started:
         server.stop()
 
 
@@ -95,8 +99,6 @@ def upstream_fleet(simulator: SimulatorServer) -> Iterator[Fleet]:
 
 def wait_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
     """Poll a condition the system reaches on its own (a closed socket, a probe); True once met."""
-    import time
-
     for _ in range(attempts):
         if predicate():
             return True
@@ -106,8 +108,6 @@ def wait_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
 
 async def await_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
     """`wait_for` for async tests: yields to the loop between polls."""
-    import asyncio
-
     for _ in range(attempts):
         if predicate():
             return True

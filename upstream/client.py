@@ -27,7 +27,11 @@ async def list_models(fleet: Fleet, *, node: str | None = None) -> UpstreamRespo
 
 
 async def chat_completions(
-    fleet: Fleet, body: Mapping[str, Any], *, headers: Headers = None, timeouts: Timeouts | None = None
+    fleet: Fleet,
+    body: Mapping[str, Any],
+    *,
+    headers: Headers = None,
+    timeouts: Timeouts | None = None,
 ) -> UpstreamResponse:
     payload = {**body, "stream": False}
     return await fleet.request(
@@ -37,7 +41,11 @@ async def chat_completions(
 
 
 def stream_chat_completions(
-    fleet: Fleet, body: Mapping[str, Any], *, headers: Headers = None, timeouts: Timeouts | None = None
+    fleet: Fleet,
+    body: Mapping[str, Any],
+    *,
+    headers: Headers = None,
+    timeouts: Timeouts | None = None,
 ) -> UpstreamStream:
     """`async with stream_chat_completions(fleet, body) as s: async for chunk in s: ...`"""
     payload = {**body, "stream": True}
@@ -48,7 +56,11 @@ def stream_chat_completions(
 
 
 async def responses(
-    fleet: Fleet, body: Mapping[str, Any], *, headers: Headers = None, timeouts: Timeouts | None = None
+    fleet: Fleet,
+    body: Mapping[str, Any],
+    *,
+    headers: Headers = None,
+    timeouts: Timeouts | None = None,
 ) -> UpstreamResponse:
     payload = {**body, "stream": False}
     return await fleet.request(
@@ -58,7 +70,11 @@ async def responses(
 
 
 def stream_responses(
-    fleet: Fleet, body: Mapping[str, Any], *, headers: Headers = None, timeouts: Timeouts | None = None
+    fleet: Fleet,
+    body: Mapping[str, Any],
+    *,
+    headers: Headers = None,
+    timeouts: Timeouts | None = None,
 ) -> UpstreamStream:
     payload = {**body, "stream": True}
     return fleet.stream(
@@ -76,7 +92,9 @@ async def embeddings(
 
 
 async def token_count(fleet: Fleet, body: Mapping[str, Any]) -> UpstreamResponse:
-    return await fleet.request("POST", "/v1/extras/token-count", json=dict(body), model=_model(body))
+    return await fleet.request(
+        "POST", "/v1/extras/token-count", json=dict(body), model=_model(body)
+    )
 
 
 async def images_generate(

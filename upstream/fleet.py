@@ -24,8 +24,9 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
@@ -82,8 +83,8 @@ class FleetOptions:
     max_retry_wait: float = 10.0
     eject_after: int = 3
     probe_interval: float = 5.0
-    max_connections: int = 200
-    max_keepalive: int = 32
+    max_connections: int = 512
+    max_keepalive: int = 128
 
 
 @dataclass(slots=True)
@@ -188,9 +189,7 @@ class Fleet:
     # --- construction -----------------------------------------------------------
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str], *, options: FleetOptions | None = None
-    ) -> Fleet:
+    def from_env(cls, environ: Mapping[str, str], *, options: FleetOptions | None = None) -> Fleet:
         """Build the fleet the environment describes (see DESIGN.md, Configuration).
 
         `MIRA_FLEET_FILE` names a JSON list of nodes; otherwise `MIRA_API_BASE` and
@@ -220,7 +219,11 @@ class Fleet:
         from upstream.simulator.server import builtin_simulator
 
         delay = environ.get("MIRA_SIMULATOR_CHUNK_DELAY_MS", "")
-        simulator = builtin_simulator(chunk_delay_ms=float(delay) if delay else None)
+        try:
+            chunk_delay_ms = float(delay) if delay else None
+        except ValueError:
+            raise FleetConfigError("MIRA_SIMULATOR_CHUNK_DELAY_MS must be a number") from None
+        simulator = builtin_simulator(chunk_delay_ms=chunk_delay_ms)
         node = NodeConfig(name="simulator", base_url=simulator.base_url, api_key=simulator.key)
         return cls([node], options=options, is_simulator=True)
 
@@ -372,11 +375,13 @@ class Fleet:
 
     async def aclose(self) -> None:
         """Close the clients of the running loop (other loops close theirs on shutdown)."""
-        entry = self._loops.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
         if entry is not None:
             await entry.closer.aclose()
         for task in list(self._probe_tasks):
-            task.cancel()
+            if task.get_loop() is loop:
+                task.cancel()
 
     # --- routing ----------------------------------------------------------------
 
@@ -481,7 +486,7 @@ class Fleet:
         )
 
     def _build(
-        self, client: httpx.AsyncClient, method: str, path: str, **kwargs: Any
+        self, client: httpx.AsyncClient, method: str, path: str, limits: Timeouts, **kwargs: Any
     ) -> httpx.Request:
         if not path.startswith(("http://", "https://")):
             if not path.startswith("/"):
@@ -489,7 +494,10 @@ class Fleet:
             if not _VERSIONED.match(path):
                 path = "/v1" + path
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        return client.build_request(method, path, **kwargs)
+        timeout = httpx.Timeout(
+            connect=limits.connect, read=limits.idle, write=limits.write, pool=limits.connect
+        )
+        return client.build_request(method, path, timeout=timeout, **kwargs)
 
     async def _send(
         self,
@@ -501,7 +509,7 @@ class Fleet:
         **kwargs: Any,
     ) -> UpstreamResponse:
         client = await self._client(node)
-        request = self._build(client, method, path, **kwargs)
+        request = self._build(client, method, path, limits, **kwargs)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         node.begin()
@@ -541,11 +549,12 @@ class Fleet:
             logger.info("Upstream node %s answered again and is readmitted", node.name)
 
     def _failed(self, node: Node, error: UpstreamError) -> UpstreamError:
+        summary = f"{error.status}: {error.detail}"
         if error.status == 429:
-            node.record_rate_limit(error.detail, error.retry_after)
+            node.record_rate_limit(summary, error.retry_after)
         elif error.retryable:
             ejected = node.record_failure(
-                f"{error.status}: {error.detail}",
+                summary,
                 eject_after=self.options.eject_after,
                 probe_interval=self.options.probe_interval,
             )
@@ -653,7 +662,7 @@ class UpstreamStream:
         self._response: httpx.Response | None = None
         self._bytes: AsyncIterator[bytes] | None = None
         self._decoder = EventDecoder()
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque()
         self._partial = b""
         self._pending: dict[str, Any] | None = None
         self._deadline = 0.0
@@ -708,7 +717,7 @@ class UpstreamStream:
         fleet = self._fleet
         client = await fleet._client(node)
         request = fleet._build(
-            client, self._method, self._path, json=body, headers=self._headers
+            client, self._method, self._path, self._timeouts, json=body, headers=self._headers
         )
         request.headers["accept"] = "text/event-stream"
         loop = asyncio.get_running_loop()
@@ -746,7 +755,7 @@ class UpstreamStream:
 
     def _reset_reader(self) -> None:
         self._decoder = EventDecoder()
-        self._lines = []
+        self._lines = deque()
         self._partial = b""
         self._pending = None
         self._finished = False
@@ -756,7 +765,7 @@ class UpstreamStream:
         assert self._bytes is not None
         while True:
             while self._lines:
-                event = self._decoder.feed(self._lines.pop(0))
+                event = self._decoder.feed(self._lines.popleft())
                 if event is None:
                     continue
                 try:
@@ -790,11 +799,11 @@ class UpstreamStream:
                 self._finished = True
                 tail = self._partial.decode("utf-8", "replace")
                 self._partial = b""
-                self._lines = [tail, ""] if tail else [""]
+                self._lines = deque([tail, ""] if tail else [""])
                 continue
             lines = (self._partial + piece).split(b"\n")
             self._partial = lines.pop()
-            self._lines = [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
+            self._lines = deque(line.rstrip(b"\r").decode("utf-8", "replace") for line in lines)
 
     def __aiter__(self) -> UpstreamStream:
         return self
@@ -809,9 +818,7 @@ class UpstreamStream:
             raise StopAsyncIteration
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(
-                min(loop.time() + self._timeouts.idle, self._deadline)
-            ):
+            async with asyncio.timeout_at(min(loop.time() + self._timeouts.idle, self._deadline)):
                 chunk = await self._next_chunk(node)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise self._fleet._timeout_error(node, "the next chunk", exc) from None
@@ -922,8 +929,3 @@ def set_fleet(fleet: Fleet | None) -> Fleet | None:
     with _fleet_lock:
         previous, _fleet, _fleet_pid = _fleet, fleet, os.getpid()
         return previous
-
-
-def with_timeouts(fleet: Fleet, **changes: float) -> Timeouts:
-    """The fleet's timeouts with some phases changed, for one call."""
-    return replace(fleet.options.timeouts, **changes)

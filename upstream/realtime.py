@@ -11,7 +11,12 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+)
 
 from upstream.errors import UpstreamError
 from upstream.fleet import Fleet, Timeouts, _detail_from_body, parse_retry_after
@@ -54,9 +59,9 @@ class RealtimeSession:
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
 
-    async def recv(self, timeout: float | None = None) -> dict[str, Any]:
+    async def recv(self, wait_seconds: float | None = None) -> dict[str, Any]:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait_seconds):
                 message = await self._connection.recv()
         except TimeoutError:
             raise UpstreamError(504, "No realtime event arrived in time.", node=self.node) from None
@@ -65,7 +70,9 @@ class RealtimeSession:
         try:
             event = json.loads(message)
         except ValueError:
-            raise UpstreamError(502, "The node sent a malformed realtime event.", node=self.node) from None
+            raise UpstreamError(
+                502, "The node sent a malformed realtime event.", node=self.node
+            ) from None
         if not isinstance(event, dict):
             raise UpstreamError(502, "The node sent a malformed realtime event.", node=self.node)
         return event

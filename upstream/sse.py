@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,18 +48,6 @@ class EventDecoder:
     def flush(self) -> Event | None:
         """The last event when the stream ends without a blank line."""
         return self.feed("")
-
-
-async def iter_events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
-    """Events from an async iterator of lines."""
-    decoder = EventDecoder()
-    async for line in lines:
-        event = decoder.feed(line.rstrip("\r\n"))
-        if event is not None:
-            yield event
-    last = decoder.flush()
-    if last is not None:
-        yield last
 
 
 def parse_data(event: Event) -> dict[str, Any] | None:

@@ -149,3 +149,35 @@ def test_grantcredit_refuses_a_bad_amount_and_adds_nothing(acme, amount, message
 def test_grantcredit_names_an_unknown_workspace(db):
     with pytest.raises(CommandError, match="No workspace with the slug 'nope'"):
         call_command("grantcredit", "--workspace", "nope", "--amount", "5", "--note", "x")
+
+
+def test_editing_a_price_in_the_admin_adds_a_version_and_keeps_the_old_one(db, client):
+    from django.utils import timezone
+
+    from accounts.models import User
+    from console.models import Price
+    from console.pricing import forget_prices, unit_cost
+    from tests.conftest import seed_prices
+
+    seed_prices()
+    staff = User.objects.create_superuser(email="staff@example.com", password="x-strong-password-1")
+    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+    old = Price.objects.get(product="chat", model="mira", unit="input_token")
+    form = {
+        "product": "chat",
+        "model": "mira",
+        "unit": "input_token",
+        "variant": "",
+        "amount": "900000",
+        "per": "1000000",
+        "valid_from_0": timezone.now().strftime("%Y-%m-%d"),
+        "valid_from_1": "00:00:00",
+    }
+    response = client.post(f"/admin/console/price/{old.pk}/change/", form)
+    assert response.status_code == 302
+    versions = Price.objects.filter(product="chat", model="mira", unit="input_token").order_by(
+        "valid_from"
+    )
+    assert [p.amount for p in versions] == [500_000, 900_000]
+    forget_prices()
+    assert unit_cost("chat", "mira", "input_token", 1_000_000) == 900_000

@@ -40,14 +40,18 @@ async def test_related_texts_are_closer_than_unrelated_ones(upstream_fleet):
 
 async def test_it_honours_dimensions_and_base64(upstream_fleet):
     (floats,) = await embed(upstream_fleet, "hello world", dimensions=256)
-    (encoded,) = await embed(upstream_fleet, "hello world", dimensions=256, encoding_format="base64")
+    (encoded,) = await embed(
+        upstream_fleet, "hello world", dimensions=256, encoding_format="base64"
+    )
     decoded = struct.unpack("<256f", base64.b64decode(encoded))
     assert len(floats) == 256
     assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(floats, decoded, strict=True))
 
 
 async def test_it_reports_usage_and_model(upstream_fleet):
-    response = await client.embeddings(upstream_fleet, {"model": "mira-embed", "input": "four words right here"})
+    response = await client.embeddings(
+        upstream_fleet, {"model": "mira-embed", "input": "four words right here"}
+    )
     body = response.json()
     assert body["model"] == "mira-embed"
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0

@@ -230,6 +230,9 @@ async def test_a_file_on_another_host_is_downloaded_without_the_key(start_simula
     response = await client.download(fleet, other.url + "/v1/models", node="sim-1")
     assert response.status == 200
     # The other host refuses the node's key, so the download cannot have sent it.
-    refused = httpx.get(other.url + "/v1/models", headers={"Authorization": f"Bearer {TEST_KEY}"})
+    async with httpx.AsyncClient() as http:
+        refused = await http.get(
+            other.url + "/v1/models", headers={"Authorization": f"Bearer {TEST_KEY}"}
+        )
     assert refused.status_code == 401
     await fleet.aclose()

@@ -19,7 +19,10 @@ async def follow(poll, job_id: str, node: str) -> list[dict]:
     seen: list[dict] = []
     for _ in range(400):
         job = (await poll(job_id, node=node)).json()
-        if not seen or (job["status"], job["progress"]) != (seen[-1]["status"], seen[-1]["progress"]):
+        if not seen or (job["status"], job["progress"]) != (
+            seen[-1]["status"],
+            seen[-1]["progress"],
+        ):
             seen.append(job)
         if job["status"] in ("succeeded", "failed"):
             return seen
@@ -47,7 +50,9 @@ async def test_a_music_job_ends_with_a_wav_of_the_requested_duration(upstream_fl
     assert job["status"] == "queued"
     assert job["id"] == job["job_id"]
     assert job["id"].startswith("music_job_")
-    seen = await follow(lambda i, node: client.music_poll(fleet, i, node=node), job["id"], submitted.node)
+    seen = await follow(
+        lambda i, node: client.music_poll(fleet, i, node=node), job["id"], submitted.node
+    )
     assert_lifecycle(seen)
     done = seen[-1]
     assert done["duration_seconds"] == 3
@@ -89,17 +94,19 @@ def open_container(data: bytes, content_type: str) -> dict:
 async def test_a_video_job_ends_with_a_file_that_opens(upstream_fleet):
     fleet = upstream_fleet
     submitted = await client.video_submit(
-        fleet, {"prompt": "a paper boat on a river", "aspect_ratio": "16:9", "duration_seconds": 5}
+        fleet, {"prompt": "a paper boat on a river", "aspect_ratio": "1:1", "duration_seconds": 5}
     )
     job = submitted.json()
     assert job["id"].startswith("video_job_") and job["job_id"] == job["id"]
-    seen = await follow(lambda i, node: client.video_poll(fleet, i, node=node), job["id"], submitted.node)
+    seen = await follow(
+        lambda i, node: client.video_poll(fleet, i, node=node), job["id"], submitted.node
+    )
     assert_lifecycle(seen)
     done = seen[-1]
     file = await client.download(fleet, done["video_url"], node=submitted.node)
     info = open_container(file.content, file.content_type)
     if file.content_type == "video/mp4" and info["frames"] is not None:
-        assert (info["width"], info["height"]) == (1280, 720)
+        assert (info["width"], info["height"]) == (720, 720)
         assert info["duration"] == pytest.approx(5.0, abs=0.2)
 
 
@@ -107,7 +114,11 @@ async def test_without_ffmpeg_a_video_is_an_animated_webp(start_simulator, make_
     server = start_simulator(use_ffmpeg=False, job_seconds=0.2)
     fleet = make_fleet(server)
     submitted = await client.video_submit(fleet, {"prompt": "snow", "aspect_ratio": "9:16"})
-    seen = await follow(lambda i, node: client.video_poll(fleet, i, node=node), submitted.json()["id"], submitted.node)
+    seen = await follow(
+        lambda i, node: client.video_poll(fleet, i, node=node),
+        submitted.json()["id"],
+        submitted.node,
+    )
     file = await client.download(fleet, seen[-1]["video_url"], node=submitted.node)
     info = open_container(file.content, file.content_type)
     assert file.content_type == "image/webp"
@@ -136,7 +147,11 @@ async def test_an_unknown_job_is_404(upstream_fleet):
 async def test_a_prompt_marked_fail_makes_the_job_fail(upstream_fleet):
     fleet = upstream_fleet
     submitted = await client.music_submit(fleet, {"prompt": "noise [fail]", "duration_seconds": 1})
-    seen = await follow(lambda i, node: client.music_poll(fleet, i, node=node), submitted.json()["id"], submitted.node)
+    seen = await follow(
+        lambda i, node: client.music_poll(fleet, i, node=node),
+        submitted.json()["id"],
+        submitted.node,
+    )
     assert seen[-1]["status"] == "failed"
     assert seen[-1]["error"]
 

@@ -43,7 +43,10 @@ def test_the_sdk_calls_tools(sdk):
                 "type": "function",
                 "function": {
                     "name": "lookup_order",
-                    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}},
+                    },
                 },
             }
         ],

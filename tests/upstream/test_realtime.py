@@ -6,8 +6,8 @@ import pytest
 
 from upstream import client
 from upstream.errors import UpstreamError
-from upstream.nodes import NodeConfig
 from upstream.fleet import Fleet
+from upstream.nodes import NodeConfig
 from upstream.simulator import audio
 
 
@@ -15,7 +15,7 @@ async def until(session, kind: str, limit: int = 2000) -> tuple[dict, list[dict]
     """Read events until one of `kind`; return it and every event before it."""
     seen = []
     for _ in range(limit):
-        event = await session.recv(timeout=10)
+        event = await session.recv(wait_seconds=10)
         if event["type"] == kind:
             return event, seen
         seen.append(event)
@@ -33,7 +33,7 @@ async def test_preflight_describes_the_protocol(upstream_fleet):
 @pytest.mark.parametrize("auth", ["bearer", "subprotocol"])
 async def test_it_opens_a_session_with_either_kind_of_auth(upstream_fleet, auth):
     async with await client.realtime_connect(upstream_fleet, auth=auth) as session:
-        created = await session.recv(timeout=5)
+        created = await session.recv(wait_seconds=5)
         assert session.subprotocol == "mira-realtime.v1"
         assert session.node == "simulator"
     assert created["type"] == "session.created"
@@ -53,7 +53,9 @@ async def test_it_answers_spoken_input_with_speech_and_a_transcript(upstream_fle
     spoken = await client.speech(upstream_fleet, {"input": question, "response_format": "pcm"})
     async with await client.realtime_connect(upstream_fleet) as session:
         await until(session, "session.created")
-        await session.send({"type": "session.update", "session": {"turn_detection": None, "voice": "orion"}})
+        await session.send(
+            {"type": "session.update", "session": {"turn_detection": None, "voice": "orion"}}
+        )
         updated, _ = await until(session, "session.updated")
         assert updated["session"]["voice"] == "orion"
         pcm = spoken.content
@@ -83,7 +85,11 @@ async def test_it_answers_spoken_input_with_speech_and_a_transcript(upstream_fle
 async def test_text_items_get_text_answers_when_asked(upstream_fleet):
     async with await client.realtime_connect(upstream_fleet) as session:
         await until(session, "session.created")
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "reply with: hi!"}]}
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "reply with: hi!"}],
+        }
         await session.send({"type": "conversation.item.create", "item": item})
         await until(session, "conversation.item.created")
         await session.send({"type": "response.create", "response": {"modalities": ["text"]}})
@@ -98,7 +104,11 @@ async def test_appending_audio_while_it_speaks_cancels_the_answer(start_simulato
     async with await client.realtime_connect(fleet) as session:
         await until(session, "session.created")
         await session.send({"type": "session.update", "session": {"turn_detection": None}})
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a long story"}]}
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Tell me a long story"}],
+        }
         await session.send({"type": "conversation.item.create", "item": item})
         await session.send({"type": "response.create"})
         await until(session, "response.audio.delta")
@@ -119,9 +129,10 @@ async def test_server_vad_commits_and_answers_after_speech_then_silence(upstream
             chunk = base64.b64encode(pcm[start : start + 4800]).decode()
             await session.send({"type": "input_audio_buffer.append", "audio": chunk})
         await until(session, "input_audio_buffer.speech_started")
+        await until(session, "input_audio_buffer.speech_stopped")
         await until(session, "input_audio_buffer.committed")
-        done, _ = await until(session, "response.done")
-    assert done["response"]["status"] == "completed"
+        created, _ = await until(session, "response.created")
+    assert created["response"]["status"] == "in_progress"
 
 
 async def test_it_reports_errors_as_error_events(upstream_fleet):

@@ -39,7 +39,9 @@ def test_it_accepts_only_the_configured_key_when_given_one(start_simulator):
     wrong = httpx.post(
         server.url + CHAT, json=HELLO, headers={"Authorization": "Bearer sk-mira-" + "b" * 40}
     )
-    right = httpx.post(server.url + CHAT, json=HELLO, headers={"Authorization": f"Bearer {server.key}"})
+    right = httpx.post(
+        server.url + CHAT, json=HELLO, headers={"Authorization": f"Bearer {server.key}"}
+    )
     assert wrong.status_code == 401
     assert wrong.json() == {"detail": "Invalid API key"}
     assert right.status_code == 200
@@ -120,7 +122,9 @@ def test_it_retrieves_one_model_and_404s_an_unknown_one(http):
 
 
 def test_it_injects_a_status_with_retry_after_on_request(http):
-    response = http.post(CHAT, json=HELLO, headers={"x-sim-status": "429", "x-sim-retry-after": "7"})
+    response = http.post(
+        CHAT, json=HELLO, headers={"x-sim-status": "429", "x-sim-retry-after": "7"}
+    )
     assert response.status_code == 429
     assert response.headers["retry-after"] == "7"
     assert response.json() == {"detail": "Rate limit exceeded, retry after 7 seconds"}

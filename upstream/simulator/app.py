@@ -42,8 +42,17 @@ class SimulatedReset(Exception):
 
 
 class _ResetFilter(logging.Filter):
+    """Keep deliberate faults out of the server's error log.
+
+    uvicorn also reports a WebSocket handshake refused with an HTTP response (the
+    ASGI `websocket.http.response` extension) as "returned without completing
+    handshake", though the response was sent.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedReset))
+        if record.exc_info and isinstance(record.exc_info[1], SimulatedReset):
+            return False
+        return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 def _quiet_resets() -> None:
@@ -79,10 +88,13 @@ class Faults:
 
     @property
     def any(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.status, self.reset_after, self.hang_after, self.error_after)
-        ) or self.hang
+        return (
+            any(
+                v is not None
+                for v in (self.status, self.reset_after, self.hang_after, self.error_after)
+            )
+            or self.hang
+        )
 
 
 class Disconnect:
@@ -184,7 +196,9 @@ class Simulator:
         faults: Faults | None = None
         try:
             body, too_large = await self._read_body(receive)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
             request = Request(scope, body, headers)
             try:
                 route, request.path_params = self.router.match(scope["method"], scope["path"])
@@ -300,7 +314,10 @@ class Simulator:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"100"),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": b'{"partial":', "more_body": True})
@@ -418,10 +435,20 @@ class Simulator:
         for name, value in changes.items():
             if name not in SimulatorSettings.ADJUSTABLE:
                 raise ApiError(400, f"The '{name}' setting cannot be changed.")
+            if not _valid_setting(name, value):
+                raise ApiError(400, f"The '{name}' setting has the wrong type.")
+        for name, value in changes.items():
             setattr(self.settings, name, value)
         return json_response(self.settings.public())
 
 
+def _valid_setting(name: str, value: Any) -> bool:
+    if name.startswith("use_"):
+        return isinstance(value, bool)
+    if value is None:
+        return name.startswith("fail_")
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def create_app(settings: SimulatorSettings | None = None) -> Simulator:
     return Simulator(settings)
-

@@ -196,7 +196,9 @@ def mp3_bytes(pcm: bytes, rate: int = RATE, comment: str | None = None) -> bytes
     return (id3_tag(comment) if comment is not None else b"") + result.stdout
 
 
-def encode(pcm: bytes, response_format: str, comment: str | None, *, ffmpeg: bool) -> tuple[bytes, str]:
+def encode(
+    pcm: bytes, response_format: str, comment: str | None, *, ffmpeg: bool
+) -> tuple[bytes, str]:
     """Audio bytes and their content type; MP3 falls back to WAV without ffmpeg."""
     if response_format == "pcm":
         SPEECH_MEMORY.remember(pcm, comment)

@@ -110,9 +110,7 @@ class Answer:
         self.model: str = body["model"]
         self.turns = turns
         self.prompt_tokens = prompt_tokens(turns)
-        self.tool_call: ToolCall | None = choose_tool(
-            _tools(body), body.get("tool_choice"), turns
-        )
+        self.tool_call: ToolCall | None = choose_tool(_tools(body), body.get("tool_choice"), turns)
         self.thinking = thinking_text(turns) if self.model == "mira-thinking" else None
         if self.tool_call is not None:
             self.completion = Completion("", "tool_calls", count_tokens(self.tool_call.arguments))
@@ -284,7 +282,9 @@ def _turns_from_input(body: dict[str, Any]) -> list[Turn]:
             continue
         role = item.get("role")
         if role not in ROLES:
-            raise ApiError(400, f"The 'input[{index}].role' field must be one of: user, assistant, system.")
+            raise ApiError(
+                400, f"The 'input[{index}].role' field must be one of: user, assistant, system."
+            )
         text, images = content_parts(item.get("content"))
         turns.append(Turn(role, text, images))
     if not turns:

@@ -216,4 +216,3 @@ async def file_get(sim: Any, request: Request) -> Response:
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(stored.data))
     return Response(body, 200, stored.content_type, headers)
-

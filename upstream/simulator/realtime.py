@@ -133,7 +133,9 @@ class Session:
         kind = event["type"]
         handler = getattr(self, "on_" + kind.replace(".", "_"), None)
         if handler is None:
-            await self.error(f"Unknown event type '{kind}'.", "unknown_event", event.get("event_id"))
+            await self.error(
+                f"Unknown event type '{kind}'.", "unknown_event", event.get("event_id")
+            )
             return
         await handler(event)
 
@@ -336,8 +338,15 @@ class Session:
             "status": "in_progress",
             "content": [],
         }
-        await self.emit("response.output_item.added", response_id=response_id, output_index=0, item=item)
-        where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        await self.emit(
+            "response.output_item.added", response_id=response_id, output_index=0, item=item
+        )
+        where = {
+            "response_id": response_id,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+        }
         spoken: list[str] = []
         try:
             delay = self.sim.settings.chunk_delay_ms / 1000
@@ -393,7 +402,9 @@ class Session:
                 )
             raise
         item = {**item, "status": "completed", "content": content}
-        await self.emit("response.output_item.done", response_id=response_id, output_index=0, item=item)
+        await self.emit(
+            "response.output_item.done", response_id=response_id, output_index=0, item=item
+        )
         self.turns.append(Turn("assistant", text))
         await self.emit(
             "response.done",

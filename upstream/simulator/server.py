@@ -77,9 +77,13 @@ class SimulatorServer:
             time.sleep(0.005)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Ask the server to stop without waiting (to stop several at once)."""
         if self._server is not None:
             self._server.should_exit = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
         self._server = None

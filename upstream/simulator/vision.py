@@ -32,7 +32,9 @@ COLOURS = {
 }
 
 
-def _colour_box(image: Image.Image, target: tuple[int, int, int]) -> tuple[list[float], float] | None:
+def _colour_box(
+    image: Image.Image, target: tuple[int, int, int]
+) -> tuple[list[float], float] | None:
     small = image.convert("RGB")
     small.thumbnail((160, 160))
     width, height = small.size
@@ -68,9 +70,7 @@ def _cells(box: list[float], rows: int, cols: int) -> list[list[int]]:
     x, y, w, h = box
     first_row, last_row = int(y * rows), min(rows - 1, int((y + h) * rows - 1e-9))
     first_col, last_col = int(x * cols), min(cols - 1, int((x + w) * cols - 1e-9))
-    return [
-        [r, c] for r in range(first_row, last_row + 1) for c in range(first_col, last_col + 1)
-    ]
+    return [[r, c] for r in range(first_row, last_row + 1) for c in range(first_col, last_col + 1)]
 
 
 def locate_in(image: Image.Image | None, query: str, image_key: bytes) -> dict[str, Any]:

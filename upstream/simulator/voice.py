@@ -31,7 +31,9 @@ async def speech(sim: Any, request: Request) -> Response:
     if not isinstance(text, str):
         raise ApiError(400, f"The '{name}' field must be a string.")
     if len(text) > MAX_SPEECH_CHARACTERS:
-        raise ApiError(400, f"The '{name}' field allows at most {MAX_SPEECH_CHARACTERS} characters.")
+        raise ApiError(
+            400, f"The '{name}' field allows at most {MAX_SPEECH_CHARACTERS} characters."
+        )
     voice_id = fields.string(body, "voice", "aria") or "aria"
     if voice_id not in audio.VOICE_IDS:
         raise ApiError(400, f"Unknown voice '{voice_id}'. Available: {', '.join(audio.VOICE_IDS)}.")

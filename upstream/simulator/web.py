@@ -107,7 +107,9 @@ def parse_multipart(content_type: str, body: bytes) -> Form:
     return form
 
 
-_DATA_URI = re.compile(r"data:(?P<type>[\w.+/-]+)?(?P<params>(?:;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,")
+_DATA_URI = re.compile(
+    r"data:(?P<type>[\w.+/-]+)?(?P<params>(?:;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,"
+)
 
 
 def decode_data_uri(value: str, field_name: str) -> tuple[str, bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -17,7 +19,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-delay-ms", type=float, default=30.0, help="delay between stream chunks"
         )
-        parser.add_argument("--key", default=None, help="accept only this sk-mira- key")
+        parser.add_argument(
+            "--key",
+            default=os.environ.get("MIRA_SIMULATOR_KEY") or None,
+            help="accept only this sk-mira- key (default: $MIRA_SIMULATOR_KEY, else any)",
+        )
         parser.add_argument("--fail-status", type=int, default=None, help="answer every call so")
         parser.add_argument("--fail-retry-after", type=float, default=None)
         parser.add_argument("--latency-ms", type=float, default=0.0)
