@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from accounts import views as accounts_views
 from console import views as console_views
+from gateway import fleet_page
 
 workspace_patterns = [
     path("", console_views.dashboard, name="dashboard"),
@@ -33,6 +34,7 @@ urlpatterns = [
     path("", accounts_views.home, name="home"),
     path("w/<slug:slug>/", include(workspace_patterns)),
     path("workspaces/new/", accounts_views.workspace_create, name="workspace_create"),
+    path("fleet/", fleet_page.fleet, name="fleet"),
     path("invite/<str:token>/", accounts_views.invitation_accept, name="invitation_accept"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
