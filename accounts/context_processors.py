@@ -9,7 +9,7 @@ NAVIGATION = [
     ("dashboard", "Dashboard", "home", "dashboard.view", True),
     ("playground", "Playground", "playground", "playground.use", False),
     ("usage", "Usage", "usage", "usage.view", False),
-    ("keys", "API keys", "key", "keys.view", False),
+    ("keys", "API keys", "key", "keys.view", True),
     ("billing", "Billing", "billing", "billing.view", False),
     ("members", "Members", "members", "members.view", True),
     ("settings", "Settings", "settings", "settings.manage", True),

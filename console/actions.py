@@ -29,8 +29,13 @@ def create_key(
     tpm_limit: int | None = None,
     monthly_budget: int | None = None,
     expires_at: datetime | None = None,
+    actor: User | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; the secret is returned here and nowhere else, ever."""
+    """Create a key; the secret is returned here and nowhere else, ever.
+
+    `actor` is who to record in the audit log when it is not the key's owner (an admin
+    rotating a developer's key creates the new key on the developer's behalf).
+    """
     secret = keys.generate_secret()
     key = ApiKey(
         workspace=workspace,
@@ -48,7 +53,7 @@ def create_key(
     if scopes is not None:
         key.scopes = scopes
     key.save()
-    audit(workspace=workspace, actor=created_by, action="key.created", key=key, name=name)
+    audit(workspace=workspace, actor=actor or created_by, action="key.created", key=key, name=name)
     return key, secret
 
 
@@ -65,6 +70,7 @@ def rotate_key(*, key: ApiKey, by: User | None, grace: timedelta) -> tuple[ApiKe
         tpm_limit=key.tpm_limit,
         monthly_budget=key.monthly_budget,
         expires_at=key.expires_at,
+        actor=by,
     )
     key.replaced_by = new_key
     key.save(update_fields=["replaced_by"])
