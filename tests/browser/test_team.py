@@ -105,3 +105,13 @@ def test_the_theme_choice_is_remembered(alice, new_page):
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(14, 14, 18)"
+
+
+def test_a_bad_invitation_shows_its_error_beside_the_field(alice, new_page):
+    page = new_page()
+    sign_in(page, "alice@example.com", PASSWORD)
+    page.goto("/w/acme/members/")
+    page.get_by_label("Email address").fill("not-an-email")
+    page.get_by_role("button", name="Send invitation").click()
+    expect(page.locator("#invite-email-errors")).to_contain_text("Enter a valid email address")
+    assert page.errors == []
