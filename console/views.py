@@ -1,6 +1,6 @@
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,9 +19,17 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import replace_url, reswap, retarget
 
 from accounts.access import workspace_view
-from console import actions
+from console import actions, ledger
 from console.forms import GRACE_CHOICES, KeyForm, RotateForm
-from console.models import ADMIN_SCOPE, ApiKey, ApiKeyQuerySet, AuditEvent, Product
+from console.models import (
+    ADMIN_SCOPE,
+    ApiKey,
+    ApiKeyQuerySet,
+    AuditEvent,
+    Product,
+    UsageRecord,
+    UsageRollup,
+)
 
 # What each page that is not built yet will hold, shown instead of a broken link.
 COMING = {
@@ -59,9 +67,48 @@ COMING = {
 @workspace_view("dashboard.view")
 def dashboard(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace
+    today = timezone.now().date()
+    month = UsageRollup.objects.filter(
+        workspace=workspace, day__gte=today.replace(day=1)
+    ).aggregate(
+        spend=Sum("cost"),
+        requests=Sum("requests"),
+        tokens_in=Sum("tokens_in"),
+        tokens_out=Sum("tokens_out"),
+    )
+    days = {
+        row["day"]: row["cost"]
+        for row in UsageRollup.objects.filter(
+            workspace=workspace, day__gt=today - timedelta(days=30)
+        )
+        .values("day")
+        .annotate(cost=Sum("cost"))
+    }
+    series = [
+        (today - timedelta(days=n), days.get(today - timedelta(days=n), 0))
+        for n in range(29, -1, -1)
+    ]
+    peak = max((cost for _, cost in series), default=0) or 1
     context = {
         "member_count": workspace.memberships.count(),
         "pending_invitations": workspace.invitations.pending().count(),
+        "balance": ledger.balance_of(workspace),
+        "month_spend": month["spend"] or 0,
+        "month_requests": month["requests"] or 0,
+        "month_tokens": (month["tokens_in"] or 0) + (month["tokens_out"] or 0),
+        "bars": [
+            {"day": day, "cost": cost, "x": 10 * n, "height": h, "y": 100 - h}
+            for n, (day, cost) in enumerate(series)
+            for h in [max(round(96 * cost / peak, 1), 1 if cost else 0)]
+        ],
+        "has_usage": any(cost for _, cost in series) or bool(month["requests"]),
+        "has_key": ApiKey.objects.filter(workspace=workspace).exists(),
+        "used_playground": UsageRollup.objects.filter(
+            workspace=workspace, source="playground"
+        ).exists(),
+        "recent": UsageRecord.objects.filter(workspace=workspace).select_related("api_key", "user")[
+            :6
+        ],
     }
     return render(request, "console/dashboard.html", context)
 
