@@ -10,7 +10,7 @@ NAVIGATION = [
     ("playground", "Playground", "playground", "playground.use", False),
     ("usage", "Usage", "usage", "usage.view", False),
     ("keys", "API keys", "key", "keys.view", True),
-    ("billing", "Billing", "billing", "billing.view", False),
+    ("billing", "Billing", "billing", "billing.view", True),
     ("members", "Members", "members", "members.view", True),
     ("settings", "Settings", "settings", "settings.manage", True),
 ]

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as accounts_views
+from console import billing_views
 from console import views as console_views
 from gateway import fleet_page
 
@@ -20,7 +21,9 @@ workspace_patterns = [
     path("keys/enable/", console_views.key_enable, name="key_enable"),
     path("keys/revoke/", console_views.key_revoke, name="key_revoke"),
     path("keys/rotate/", console_views.key_rotate, name="key_rotate"),
-    path("billing/", console_views.billing, name="billing"),
+    path("billing/", billing_views.billing, name="billing"),
+    path("billing/credit/", billing_views.add_credit, name="billing_credit"),
+    path("billing/budget/", billing_views.set_budget, name="billing_budget"),
     path("members/", accounts_views.members, name="members"),
     path("members/invite/", accounts_views.invite, name="member_invite"),
     path("members/<int:pk>/role/", accounts_views.member_role, name="member_role"),
