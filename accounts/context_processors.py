@@ -8,7 +8,7 @@ from accounts.models import Membership
 NAVIGATION = [
     ("dashboard", "Dashboard", "home", "dashboard.view", True),
     ("playground", "Playground", "playground", "playground.use", False),
-    ("usage", "Usage", "usage", "usage.view", False),
+    ("usage", "Usage", "usage", "usage.view", True),
     ("keys", "API keys", "key", "keys.view", True),
     ("billing", "Billing", "billing", "billing.view", True),
     ("members", "Members", "members", "members.view", True),
@@ -23,6 +23,13 @@ def console(request: HttpRequest) -> dict:
         "open_signup": settings.ACCOUNT_OPEN_SIGNUP,
     }
     membership = getattr(request, "membership", None)
+    if membership is None and request.user.is_authenticated:
+        # Pages outside a workspace (account settings, the fleet) keep the last one's navigation.
+        mine = Membership.objects.select_related("workspace").filter(user=request.user)
+        membership = (
+            mine.filter(workspace_id=request.user.last_workspace_id).first()
+            or mine.order_by("workspace__name").first()
+        )
     if membership is not None:
         current = request.resolver_match.url_name if request.resolver_match else ""
         context["membership"] = membership

@@ -2,20 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as accounts_views
-from console import billing_views
+from console import billing_views, dashboards
 from console import views as console_views
 from gateway import fleet_page
 
 workspace_patterns = [
     path("", console_views.dashboard, name="dashboard"),
     path("playground/", console_views.playground, name="playground"),
-    path("usage/", console_views.usage, name="usage"),
+    path("usage/", dashboards.usage, name="usage"),
+    path("usage/export.csv", dashboards.usage_export, name="usage_export"),
+    path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),
     path("keys/", console_views.keys, name="keys"),
-    path("keys/new/", console_views.key_create, name="key_create"),
-    path("keys/disable/", console_views.key_disable, name="key_disable"),
-    path("keys/enable/", console_views.key_enable, name="key_enable"),
-    path("keys/revoke/", console_views.key_revoke, name="key_revoke"),
-    path("keys/rotate/", console_views.key_rotate, name="key_rotate"),
     path("keys/new/", console_views.key_create, name="key_create"),
     path("keys/disable/", console_views.key_disable, name="key_disable"),
     path("keys/enable/", console_views.key_enable, name="key_enable"),
