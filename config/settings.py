@@ -311,3 +311,5 @@ GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 # Holds older than this are taken to be left by a crashed worker (`manage.py releaseholds`).
 STALE_HOLD_MINUTES = env_int("STALE_HOLD_MINUTES", 30)
 DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]
+# Threads for the gateway's database work (holds, bookings); 0: one for SQLite, four otherwise.
+GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 0)

@@ -131,9 +131,10 @@ async def lookup(secret: str) -> KeyInfo | None:
     if raw is not None:
         info = _decode(raw)
     else:
+        from console import db
         from console.models import ApiKey
 
-        info = await ApiKey.objects.info_for_hash(key_hash)
+        info = await db.run(ApiKey.objects.info_for_hash, key_hash)
         if client:
             await client.set(_shared_key(key_hash), _encode(info), ex=SHARED_SECONDS)
     if len(_local) > 10_000:

@@ -12,10 +12,12 @@ are reserved against in the same way, on MonthlySpend rows.
 """
 
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -46,15 +48,31 @@ def _entry(workspace_id: int, kind: str, amount: int, balance: int, **fields) ->
     )
 
 
+# Ids of rows known to exist, so that the hot path updates them without looking them up.
+# A stale id (the row was deleted) makes an update match nothing; the row is then looked
+# up again and the update retried once.
+_accounts: set[int] = set()
+_spend_ids: dict[tuple[int, str | None, str], int] = {}
+
+
 def _move(workspace_id: int, amount: int) -> int:
     """Add a signed amount to the balance unless it would go below zero; the new balance."""
-    account_for(workspace_id)
-    accounts = BillingAccount.objects.filter(workspace_id=workspace_id)
-    if amount < 0:
-        accounts = accounts.filter(balance__gte=-amount)
-    if not accounts.update(balance=F("balance") + amount):
-        raise PaymentRequired("Insufficient balance. Add credit on the Billing page and try again.")
-    return BillingAccount.objects.values_list("balance", flat=True).get(workspace_id=workspace_id)
+    for attempt in (1, 2):
+        if workspace_id not in _accounts:
+            account_for(workspace_id)
+            _accounts.add(workspace_id)
+        accounts = BillingAccount.objects.filter(workspace_id=workspace_id)
+        if amount < 0:
+            accounts = accounts.filter(balance__gte=-amount)
+        if accounts.update(balance=F("balance") + amount):
+            return BillingAccount.objects.values_list("balance", flat=True).get(
+                workspace_id=workspace_id
+            )
+        _accounts.discard(workspace_id)
+        if attempt == 1 and not BillingAccount.objects.filter(workspace_id=workspace_id).exists():
+            continue
+        break
+    raise PaymentRequired("Insufficient balance. Add credit on the Billing page and try again.")
 
 
 @transaction.atomic
@@ -84,30 +102,107 @@ def refund(
     )
 
 
-def _spend_row(workspace_id: int, api_key_id, month: str) -> MonthlySpend:
-    try:
-        with transaction.atomic():
-            row, _ = MonthlySpend.objects.get_or_create(
+def _spend_id(workspace_id: int, api_key_id: str | None, month: str) -> int:
+    key = (workspace_id, api_key_id, month)
+    if key not in _spend_ids:
+        try:
+            with transaction.atomic():
+                row, _ = MonthlySpend.objects.get_or_create(
+                    workspace_id=workspace_id, api_key_id=api_key_id, month=month
+                )
+        except IntegrityError:
+            row = MonthlySpend.objects.get(
                 workspace_id=workspace_id, api_key_id=api_key_id, month=month
             )
-    except IntegrityError:
-        row = MonthlySpend.objects.get(
-            workspace_id=workspace_id, api_key_id=api_key_id, month=month
+        _spend_ids[key] = row.pk
+    return _spend_ids[key]
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a hold set aside, as its call remembers it."""
+
+    request_id: str
+    workspace_id: int
+    api_key_id: str | None
+    amount: int
+    month: str
+    monthly_limit: int | None
+
+
+# The hold and the settlement run on every model call, so they are written in SQL
+# (portable between SQLite and PostgreSQL): the ORM's query building cost more than
+# the queries themselves.
+
+
+def _prep(model, field: str, value):
+    return model._meta.get_field(field).get_db_prep_save(value, connection)
+
+
+def _take(cursor, workspace_id: int, amount: int) -> tuple[int, int | None]:
+    """Take `amount` from the balance if it is there: (new balance, monthly limit)."""
+    for attempt in (1, 2):
+        if workspace_id not in _accounts:
+            account_for(workspace_id)
+            _accounts.add(workspace_id)
+        cursor.execute(
+            f"UPDATE {BillingAccount._meta.db_table} SET balance = balance - %s "
+            "WHERE workspace_id = %s AND balance >= %s RETURNING balance, monthly_limit",
+            [amount, workspace_id, amount],
         )
-    return row
+        row = cursor.fetchone()
+        if row is not None:
+            return row[0], row[1]
+        _accounts.discard(workspace_id)
+        if attempt == 1 and not BillingAccount.objects.filter(workspace_id=workspace_id).exists():
+            continue
+        break
+    raise PaymentRequired("Insufficient balance. Add credit on the Billing page and try again.")
 
 
-def _commit_spend(
-    workspace_id: int, api_key_id, month: str, amount: int, limit: int | None, what: str
+def _spend_where(workspace_id: int, month: str) -> str:
+    # The identity is checked as well as the id: a cached id may be that of a row rolled
+    # back since, whose id another row now has.
+    return f"id = %s AND workspace_id = {int(workspace_id)} AND month = %s"
+
+
+def _commit(
+    cursor, workspace_id: int, api_key_id, month: str, amount: int, limit: int | None, what: str
 ) -> None:
-    row = _spend_row(workspace_id, api_key_id, month)
-    rows = MonthlySpend.objects.filter(pk=row.pk)
-    if limit is not None and amount > 0:
-        rows = rows.filter(committed__lte=limit - amount)
-    if not rows.update(committed=F("committed") + amount):
-        raise PaymentRequired(
-            f"The monthly budget of {what} is used up; it renews on the first of next month."
-        )
+    table = MonthlySpend._meta.db_table
+    where = _spend_where(workspace_id, month)
+    for _attempt in (1, 2):
+        pk = _spend_id(workspace_id, api_key_id, month)
+        if limit is not None and amount > 0:
+            cursor.execute(
+                f"UPDATE {table} SET committed = committed + %s WHERE {where} AND committed <= %s",
+                [amount, pk, month, limit - amount],
+            )
+        else:
+            cursor.execute(
+                f"UPDATE {table} SET committed = committed + %s WHERE {where}", [amount, pk, month]
+            )
+        if cursor.rowcount:
+            return
+        _spend_ids.pop((workspace_id, api_key_id, month), None)
+        if MonthlySpend.objects.filter(pk=pk, workspace_id=workspace_id, month=month).exists():
+            break
+    raise PaymentRequired(
+        f"The monthly budget of {what} is used up; it renews on the first of next month."
+    )
+
+
+def _insert_entries(cursor, rows: list[tuple]) -> None:
+    """Ledger entries as (workspace_id, kind, amount, balance_after, request_id)."""
+    created = _prep(LedgerEntry, "created_at", timezone.now())
+    values = ", ".join(["(%s, %s, %s, %s, %s, '', NULL, %s)"] * len(rows))
+    params = [value for row in rows for value in (*row, created)]
+    cursor.execute(
+        f"INSERT INTO {LedgerEntry._meta.db_table} "
+        "(workspace_id, kind, amount, balance_after, request_id, note, created_by_id, created_at) "
+        f"VALUES {values}",
+        params,
+    )
 
 
 @transaction.atomic
@@ -118,50 +213,77 @@ def hold(
     key_budget: int | None,
     amount: int,
     request_id: str,
-) -> None:
+) -> Held:
     """Set aside `amount` for a call, or raise PaymentRequired before anything goes upstream."""
+    api_key_id = str(api_key_id) if api_key_id else None
     month = month_of()
-    balance = _move(workspace_id, -amount)
-    limit = BillingAccount.objects.values_list("monthly_limit", flat=True).get(
-        workspace_id=workspace_id
-    )
-    _commit_spend(workspace_id, None, month, amount, limit, "this workspace")
-    if api_key_id:
-        _commit_spend(workspace_id, api_key_id, month, amount, key_budget, "this API key")
-    _entry(workspace_id, EntryKind.HOLD, -amount, balance, request_id=request_id)
-    Hold.objects.create(
-        request_id=request_id,
-        workspace_id=workspace_id,
-        api_key_id=api_key_id,
-        amount=amount,
-        month=month,
-    )
+    with connection.cursor() as cursor:
+        balance, limit = _take(cursor, workspace_id, amount)
+        _commit(cursor, workspace_id, None, month, amount, limit, "this workspace")
+        if api_key_id:
+            _commit(cursor, workspace_id, api_key_id, month, amount, key_budget, "this API key")
+        _insert_entries(
+            cursor, [(workspace_id, EntryKind.HOLD.value, -amount, balance, request_id)]
+        )
+        cursor.execute(
+            f"INSERT INTO {Hold._meta.db_table} (request_id, workspace_id, api_key_id, amount, month, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                request_id,
+                workspace_id,
+                _prep(Hold, "api_key", uuid.UUID(api_key_id)) if api_key_id else None,
+                amount,
+                month,
+                _prep(Hold, "created_at", timezone.now()),
+            ],
+        )
+    return Held(request_id, workspace_id, api_key_id, amount, month, limit)
 
 
 @transaction.atomic
-def settle(*, request_id: str, cost: int) -> int:
-    """Release a call's hold and charge what it cost (at most the hold); returns the charge."""
-    held = Hold.objects.select_for_update().filter(request_id=request_id).first()
+def settle(*, request_id: str, cost: int, held: Held | None = None) -> int:
+    """Release a call's hold and charge what it cost (at most the hold); returns the charge.
+
+    Settling a call that holds nothing (or was settled already) charges nothing.
+    """
     if held is None:
-        return 0
-    charge = min(cost, held.amount)
-    if cost > held.amount:
-        logger.warning("call %s cost %s, more than its hold %s", request_id, cost, held.amount)
-    workspace_id = held.workspace_id
-    balance = _move(workspace_id, held.amount)
-    _entry(workspace_id, EntryKind.RELEASE, held.amount, balance, request_id=request_id)
-    if charge:
-        balance = _move(workspace_id, -charge)
-        _entry(workspace_id, EntryKind.CHARGE, -charge, balance, request_id=request_id)
-    change = {"committed": F("committed") + charge - held.amount, "spent": F("spent") + charge}
-    MonthlySpend.objects.filter(
-        workspace_id=workspace_id, api_key__isnull=True, month=held.month
-    ).update(**change)
-    if held.api_key_id:
-        MonthlySpend.objects.filter(
-            workspace_id=workspace_id, api_key_id=held.api_key_id, month=held.month
-        ).update(**change)
-    held.delete()
+        row = Hold.objects.filter(request_id=request_id).first()
+        if row is None:
+            return 0
+        api_key_id = str(row.api_key_id) if row.api_key_id else None
+        held = Held(request_id, row.workspace_id, api_key_id, row.amount, row.month, None)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {Hold._meta.db_table} WHERE request_id = %s", [request_id])
+        if not cursor.rowcount:
+            return 0
+        charge = min(cost, held.amount)
+        if cost > held.amount:
+            logger.warning("call %s cost %s, more than its hold %s", request_id, cost, held.amount)
+        workspace_id = held.workspace_id
+        cursor.execute(
+            f"UPDATE {BillingAccount._meta.db_table} SET balance = balance + %s WHERE workspace_id = %s "
+            "RETURNING balance",
+            [held.amount - charge, workspace_id],
+        )
+        balance = cursor.fetchone()[0]
+        entries = [
+            (workspace_id, EntryKind.RELEASE.value, held.amount, balance + charge, request_id)
+        ]
+        if charge:
+            entries.append((workspace_id, EntryKind.CHARGE.value, -charge, balance, request_id))
+        _insert_entries(cursor, entries)
+        table = MonthlySpend._meta.db_table
+        where = _spend_where(workspace_id, held.month)
+        for key_id in (None, held.api_key_id) if held.api_key_id else (None,):
+            cursor.execute(
+                f"UPDATE {table} SET committed = committed + %s, spent = spent + %s WHERE {where}",
+                [
+                    charge - held.amount,
+                    charge,
+                    _spend_id(workspace_id, key_id, held.month),
+                    held.month,
+                ],
+            )
     return charge
 
 

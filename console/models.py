@@ -45,8 +45,8 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
             Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         )
 
-    async def info_for_hash(self, key_hash: str) -> keys.KeyInfo | None:
-        key = await self.select_related("workspace").filter(key_hash=key_hash).afirst()
+    def info_for_hash(self, key_hash: str) -> keys.KeyInfo | None:
+        key = self.select_related("workspace").filter(key_hash=key_hash).first()
         return key.info() if key else None
 
 

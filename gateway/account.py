@@ -8,7 +8,6 @@ import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,7 +15,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accounts.models import Workspace
-from console import actions, ledger
+from console import actions, db, ledger
 from console.models import (
     ADMIN_SCOPE,
     PRODUCT_SCOPES,
@@ -92,7 +91,6 @@ def _key_totals(workspace_id: int) -> dict:
     return {row["api_key_id"]: (row["r"], row["t"]) for row in rows}
 
 
-@sync_to_async
 def _list_keys(workspace_id: int) -> list[dict]:
     keys = ApiKey.objects.filter(workspace_id=workspace_id).active()
     totals = _key_totals(workspace_id)
@@ -122,7 +120,6 @@ class CreateKeyRequest(BaseModel):
         return value
 
 
-@sync_to_async
 def _create_key(workspace_id: int, spec: CreateKeyRequest) -> dict:
     workspace = Workspace.objects.get(pk=workspace_id)
     expires = (
@@ -142,7 +139,6 @@ def _create_key(workspace_id: int, spec: CreateKeyRequest) -> dict:
     return _key_item(key, {}) | {"key": secret}
 
 
-@sync_to_async
 def _revoke_key(workspace_id: int, key_id: str) -> None:
     try:
         parsed = uuid.UUID(key_id)
@@ -161,15 +157,15 @@ async def api_keys(request: HttpRequest) -> HttpResponse:
     caller = request.caller
     _require_admin(caller)
     if request.method == "GET":
-        return JsonResponse(await _list_keys(caller.workspace_id), safe=False)
+        return JsonResponse(await db.run(_list_keys, caller.workspace_id), safe=False)
     spec = validate(CreateKeyRequest, json_body(request))
-    return JsonResponse(await _create_key(caller.workspace_id, spec), status=201)
+    return JsonResponse(await db.run(_create_key, caller.workspace_id, spec), status=201)
 
 
 @endpoint("DELETE")
 async def api_key(request: HttpRequest, key_id: str) -> HttpResponse:
     _require_admin(request.caller)
-    await _revoke_key(request.caller.workspace_id, key_id)
+    await db.run(_revoke_key, request.caller.workspace_id, key_id)
     return HttpResponse(status=204)
 
 
@@ -180,7 +176,6 @@ def _spend_since(workspace_id: int, day: date) -> int:
     return total or 0
 
 
-@sync_to_async
 def _balance(workspace_id: int) -> dict:
     today = timezone.now().date()
     month_start = today.replace(day=1)
@@ -218,7 +213,7 @@ def _balance(workspace_id: int) -> dict:
 @endpoint("GET")
 async def balance(request: HttpRequest) -> HttpResponse:
     _require_admin(request.caller)
-    return JsonResponse(await _balance(request.caller.workspace_id))
+    return JsonResponse(await db.run(_balance, request.caller.workspace_id))
 
 
 def _int_param(
@@ -239,7 +234,6 @@ def _int_param(
     return value
 
 
-@sync_to_async
 def _transactions(workspace_id: int, kind: str | None, limit: int, offset: int) -> list[dict]:
     entries = LedgerEntry.objects.filter(workspace_id=workspace_id)
     if kind:
@@ -285,7 +279,7 @@ async def transactions(request: HttpRequest) -> HttpResponse:
         )
     limit = _int_param(request, "limit", 50, 1, 200)
     offset = _int_param(request, "offset", 0, 0)
-    items = await _transactions(request.caller.workspace_id, kind, limit, offset)
+    items = await db.run(_transactions, request.caller.workspace_id, kind, limit, offset)
     return JsonResponse(items, safe=False)
 
 
@@ -301,7 +295,6 @@ def _date_param(request: HttpRequest, name: str, default: date) -> date:
         ) from None
 
 
-@sync_to_async
 def _usage(
     workspace_id: int, start: date, end: date, group: str, model: str | None, key_id: str | None
 ) -> dict:
@@ -365,7 +358,7 @@ async def usage(request: HttpRequest) -> HttpResponse:
             raise ApiError(
                 400, "The 'api_key_id' parameter must be a key id.", code="invalid_parameter"
             ) from None
-    data = await _usage(
-        request.caller.workspace_id, start, end, group, request.GET.get("model"), key_id
+    data = await db.run(
+        _usage, request.caller.workspace_id, start, end, group, request.GET.get("model"), key_id
     )
     return JsonResponse(data)

@@ -2,14 +2,14 @@
 
 from typing import Any, Literal
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import pipeline
 from gateway.http import endpoint, json_body, validate
 from gateway.relay import Relay, Translator, open_stream
 from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from upstream.fleet import UpstreamResponse, get_fleet
 from upstream.tokens import count_tokens
 
 PATH = "/v1/chat/completions"
@@ -77,6 +77,11 @@ def message_text(messages: list[dict]) -> str:
 
 async def complete(call: pipeline.Call, body: dict) -> dict:
     """A non-streamed chat completion through the fleet, booked on `call`."""
+    return (await forward(call, body))[0]
+
+
+async def forward(call: pipeline.Call, body: dict) -> tuple[dict, UpstreamResponse]:
+    """The upstream's answer to a chat completion, parsed and as it came, booked on `call`."""
     try:
         response = await get_fleet().request(
             "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
@@ -89,7 +94,7 @@ async def complete(call: pipeline.Call, body: dict) -> dict:
     usage = data.get("usage") or {}
     call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
     call.tokens_out = usage.get("completion_tokens", 0)
-    return data
+    return data, response
 
 
 async def stream(call: pipeline.Call, body: dict, translator: Translator) -> HttpResponse:
@@ -119,7 +124,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         include_usage = bool((spec.stream_options or {}).get("include_usage"))
         return await stream(call, body, Translator(include_usage=include_usage))
     try:
-        data = await complete(call, body)
+        _data, response = await forward(call, body)
     finally:
         await call.finish()
-    return JsonResponse(data)
+    # The upstream's bytes as they came: parsing was for the usage, not for re-encoding.
+    return HttpResponse(response.content, content_type="application/json")

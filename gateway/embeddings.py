@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
@@ -44,4 +44,4 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
         call.tokens_in = (data.get("usage") or {}).get("prompt_tokens", call.tokens_in)
     finally:
         await call.finish()
-    return JsonResponse(data)
+    return HttpResponse(response.content, content_type="application/json")

@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 
-from console import keys, ledger, pricing
+from console import db, keys, ledger, pricing
 from console.keys import KeyInfo
 from console.shared import counter_add, counter_get
 from console.usage import book, cost_of
@@ -171,6 +170,7 @@ class Call:
     ttft_ms: int | None = None
     error: str = ""
     variant: str = ""
+    held: ledger.Held | None = None
     finished: bool = False
     upstream_headers: dict[str, str] | None = None
 
@@ -194,7 +194,7 @@ class Call:
         await asyncio.shield(self._book())
 
     async def _book(self) -> None:
-        await _record(self)
+        await db.run(_record, self)
         tokens = self.tokens_in + self.tokens_out
         if tokens:
             minute, _ = _window()
@@ -258,12 +258,11 @@ async def start(
         variant=variant,
         upstream_headers=fault_headers(request),
     )
-    await _reserve(call, max_tokens)
+    call.held = await db.run(_reserve, call, max_tokens)
     return call
 
 
-@sync_to_async
-def _reserve(call: Call, max_tokens: int | None) -> None:
+def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
     amount = pricing.worst_case(call.product, call.model, call.tokens_in, max_tokens)
     if call.units:
         amount += cost_of(
@@ -275,10 +274,10 @@ def _reserve(call: Call, max_tokens: int | None) -> None:
             variant=call.variant,
         )
     if amount <= 0:
-        return
+        return None
     key = call.caller.key
     try:
-        ledger.hold(
+        return ledger.hold(
             workspace_id=call.caller.workspace_id,
             api_key_id=key.id if key else None,
             key_budget=key.monthly_budget if key else None,
@@ -289,11 +288,12 @@ def _reserve(call: Call, max_tokens: int | None) -> None:
         raise ApiError(402, str(exc), code="insufficient_balance") from None
 
 
-@sync_to_async
 def _record(call: Call) -> None:
     try:
         book(
             variant=call.variant,
+            held=call.held,
+            key_budget=call.caller.key.monthly_budget if call.caller.key else None,
             request_id=call.request_id,
             workspace_id=call.caller.workspace_id,
             api_key_id=call.caller.key.id if call.caller.key else None,

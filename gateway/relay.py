@@ -34,7 +34,11 @@ def sse(data: dict | str, event: str | None = None) -> bytes:
 
 
 class Translator:
-    """Turns upstream chat chunks into what the caller's protocol expects (OpenAI here)."""
+    """Turns upstream chat chunks into what the caller's protocol expects (OpenAI SSE here).
+
+    A subclass may yield other things than bytes (the playground's websocket relay
+    yields the chunks themselves); `Relay` passes on whatever the translator returns.
+    """
 
     def __init__(self, *, include_usage: bool) -> None:
         self.include_usage = include_usage
@@ -43,6 +47,10 @@ class Translator:
 
     def start(self) -> list[bytes]:
         return []
+
+    def keepalive(self) -> list[bytes]:
+        """What to send when the upstream has been quiet for the keep-alive interval."""
+        return [KEEPALIVE]
 
     def chunk(self, chunk: dict) -> list[bytes]:
         usage = chunk.get("usage")
@@ -87,7 +95,7 @@ class Relay:
         self.loop = asyncio.get_running_loop()
         self.closed = False
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncIterator:
         call, translator = self.call, self.translator
         call.status = 499  # until the stream ends, the caller may still leave
         try:
@@ -95,7 +103,8 @@ class Relay:
                 yield part
             async for chunk in self._with_keepalive():
                 if chunk is None:
-                    yield KEEPALIVE
+                    for part in translator.keepalive():
+                        yield part
                     continue
                 for part in translator.chunk(chunk):
                     yield part

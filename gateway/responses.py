@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
@@ -76,4 +76,4 @@ async def responses(request: HttpRequest) -> HttpResponse:
         call.tokens_out = usage.get("output_tokens", 0)
     finally:
         await call.finish()
-    return JsonResponse(data)
+    return HttpResponse(response.content, content_type="application/json")

@@ -19,6 +19,16 @@ pytest_plugins = ["tests.upstream_fixtures"]
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_threads(django_db_setup):
+    """The gateway's database threads keep connections open; close them before the test
+    database is dropped (PostgreSQL refuses to drop a database that is in use)."""
+    yield
+    from console import db
+
+    db.close_all()
+
+
 def make_user(email: str, name: str = "") -> User:
     return User.objects.create_user(email=email, password=PASSWORD, name=name)
 

@@ -30,7 +30,8 @@ def test_it_prints_the_secret_and_nothing_else(acme):
     assert AuditEvent.objects.get().action == "key.created"
 
 
-def test_the_printed_secret_works(acme):
+def test_the_printed_secret_works(transactional_db, acme):
+    # The lookup runs on the gateway's database thread, which sees committed rows only.
     secret = _run("--workspace", "acme", "--name", "ci")[0].strip()
     assert keys.is_well_formed(secret)
     info = async_to_sync(keys.lookup)(secret)

@@ -273,7 +273,10 @@ def test_it_sorts_by_name_created_and_last_used_and_keeps_the_search(alice, acme
 # ---------- actions ----------
 
 
-def test_disable_enable_and_revoke_rerender_the_row_and_are_audited(alice, acme, alice_client):
+def test_disable_enable_and_revoke_rerender_the_row_and_are_audited(
+    transactional_db, alice, acme, alice_client
+):
+    # Key lookups run on the gateway's database thread, which sees committed rows only.
     key, secret = _key(acme, "Worker", alice)
 
     response = alice_client.post(f"{URL}disable/", {"key": key.pk}, headers=HX)
@@ -329,7 +332,7 @@ def test_without_htmx_actions_redirect_back_with_a_message(alice, acme, alice_cl
 
 
 def test_rotating_with_a_grace_period_keeps_the_old_secret_working_until_it_ends(
-    alice, acme, alice_client
+    transactional_db, alice, acme, alice_client
 ):
     old, old_secret = _key(acme, "Worker", alice, rpm_limit=60, scopes=["chat"])
     response = alice_client.post(f"{URL}rotate/", {"key": old.pk, "grace": "3600"}, headers=HX)
