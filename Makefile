@@ -38,3 +38,8 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# What the /v1 gateway adds to a chat call, against the simulator called directly (bench/README.md).
+# BENCH_WORKERS=N sets the console's worker processes; BENCH_ARGS passes options, e.g. --help.
+bench: setup
+	BENCH_WORKERS="$(BENCH_WORKERS)" $(BIN)/python -m bench.gateway $(BENCH_ARGS)

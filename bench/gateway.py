@@ -1,0 +1,479 @@
+"""`python -m bench.gateway`: what the /v1 gateway adds to a chat call, against the upstream.
+
+It starts two processes on free loopback ports: the Mira simulator (uvicorn, no chunk
+delay) and the console (`config.asgi:application` under uvicorn with uvloop and
+httptools, `BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database with
+a demo workspace and key. Then, for non-streamed and streamed
+`POST /v1/chat/completions` at each concurrency, it makes the same calls directly to
+the simulator and through the gateway, and prints the latency percentiles, the added
+latency and the ratios, the throughput and the CPU cost per call of each process.
+Both servers are stopped and the database removed at the end, on errors and on
+Ctrl-C too. See `bench/README.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType
+
+from bench import report
+from bench.client import Answer, Connection, build_request
+from bench.load import Plan, Target, run
+from bench.servers import (
+    HOST,
+    Server,
+    ServerError,
+    cpu_seconds,
+    free_port,
+    manage,
+    spawn,
+    wait_until_answering,
+)
+from bench.simulator import KEY_VARIABLE
+
+PATH = "/v1/chat/completions"
+MODES = ("chat", "stream")
+PROMPT = "Say hello to the benchmark in a few words."
+
+
+# --- options ------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give positive whole numbers separated by commas")
+    return values
+
+
+def _modes(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(values) - set(MODES))
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}")
+    return values
+
+
+def _default_workers() -> int:
+    raw = os.environ.get("BENCH_WORKERS", "").strip()
+    try:
+        workers = int(raw) if raw else 1
+    except ValueError:
+        raise SystemExit(f"BENCH_WORKERS must be a whole number, not {raw!r}") from None
+    if workers < 1:
+        raise SystemExit("BENCH_WORKERS must be at least 1")
+    return workers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gateway",
+        description="Measure the latency and throughput the /v1 gateway adds to chat calls.",
+    )
+    parser.add_argument(
+        "--concurrency", type=_int_list, default=[1, 16, 64], help="default 1,16,64"
+    )
+    parser.add_argument("--modes", type=_modes, default=list(MODES), help="chat,stream")
+    parser.add_argument(
+        "--requests-c1", type=int, default=1000, help="timed calls at concurrency 1"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=3000, help="timed calls at higher concurrency"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=100, help="untimed calls first (at least 3 per client)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=15.0, help="time limit of one timed run"
+    )
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each call")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="console worker processes (default: BENCH_WORKERS or 1)",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="the simulator's delay between chunks"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = _default_workers()
+    if args.workers < 1 or args.requests < 1 or args.requests_c1 < 1:
+        parser.error("workers and request counts must be at least 1")
+    return args
+
+
+# --- the servers ----------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """The running servers and what it takes to call them."""
+
+    simulator: Server
+    console: Server
+    upstream_key: str
+    gateway_key: str
+    workdir: Path
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[str, str]:
+    """The console's environment: production settings, a throwaway database, the simulator."""
+    env = dict(os.environ)
+    env.pop("MIRA_TESTING", None)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "LOG_LEVEL": "WARNING",
+            "MIRA_API_BASE": f"http://{HOST}:{simulator_port}/v1",
+            "MIRA_API_KEY": upstream_key,
+            "MIRA_FLEET_FILE": "",
+            # Set (possibly empty) so that a development .env file cannot change it.
+            "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        }
+    )
+    return env
+
+
+# Enough for any number of benchmark calls: the database is thrown away afterwards.
+CREDIT = "1000000"
+
+
+def _grant_credit(env: dict[str, str]) -> None:
+    """Give the demo workspace a balance, so that calls are not refused with 402."""
+    try:
+        manage(["grantcredit", "--workspace", "demo", "--amount", CREDIT, "--note", "bench"], env)
+    except ServerError as exc:
+        # A console without billing has no such command and needs no credit.
+        if "Unknown command" not in str(exc):
+            raise
+
+
+def simulator_command(port: int, chunk_delay_ms: float) -> list[str]:
+    """The simulator in its own process, under uvicorn with uvloop and httptools."""
+    options = f"--port {port} --chunk-delay-ms {chunk_delay_ms:g}"
+    return [sys.executable, "-m", "bench.simulator", *options.split()]
+
+
+def console_command(port: int, workers: int) -> list[str]:
+    """The console as it should be served in production: uvicorn, uvloop, httptools."""
+    options = f"--host {HOST} --port {port} --workers {workers} --loop uvloop --http httptools"
+    options += " --lifespan off --no-access-log --log-level warning --timeout-graceful-shutdown 2"
+    return [sys.executable, "-m", "uvicorn", "config.asgi:application", *options.split()]
+
+
+def _start(
+    name: str,
+    command: Callable[[int], list[str]],
+    env: dict[str, str],
+    log: Path,
+    ready: tuple[str, dict[str, str]],
+    started: list[Server],
+) -> Server:
+    """Start a server on a free port and wait until `GET ready[0]` answers 200.
+
+    The port is free when chosen but may be taken before the server binds it; then
+    another port is tried. Every process started is added to `started` at once, so
+    that it is stopped whatever happens next.
+    """
+    for attempt in range(1, 4):
+        port = free_port()
+        server = spawn(name, port, command(port), env, log)
+        started.append(server)
+        try:
+            wait_until_answering(server, *ready)
+        except ServerError:
+            server.stop()
+            if attempt < 3 and "address already in use" in server.log_tail().lower():
+                continue
+            raise
+        return server
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def servers(workers: int, chunk_delay_ms: float) -> Iterator[Setup]:
+    """Start the simulator and the console; stop them and delete their files afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="mira-bench-"))
+    started: list[Server] = []
+    try:
+        upstream_key = "sk-mira-" + secrets.token_hex(20)
+        simulator = _start(
+            "simulator",
+            lambda port: simulator_command(port, chunk_delay_ms),
+            dict(os.environ) | {KEY_VARIABLE: upstream_key},
+            workdir / "simulator.log",
+            ("/v1/models", {"Authorization": f"Bearer {upstream_key}"}),
+            started,
+        )
+        env = _console_env(workdir, simulator.port, upstream_key)
+        _progress("preparing the database (migrate, demo workspace, key)...")
+        manage(["migrate", "--noinput"], env)
+        manage(["demo"], env | {"DEMO_PASSWORD": secrets.token_urlsafe(16)})
+        output = manage(["createapikey", "--workspace", "demo", "--name", "bench"], env)
+        gateway_key = next(
+            (line.strip() for line in output.splitlines() if line.strip().startswith("sk-")), ""
+        )
+        if not gateway_key:
+            raise ServerError("createapikey printed no key")
+        _grant_credit(env)
+        console = _start(
+            "console",
+            lambda port: console_command(port, workers),
+            env,
+            workdir / "console.log",
+            ("/v1/models", {"Authorization": f"Bearer {gateway_key}"}),
+            started,
+        )
+        yield Setup(simulator, console, upstream_key, gateway_key, workdir)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the calls ------------------------------------------------------------------------
+
+
+def request_body(mode: str, max_tokens: int) -> bytes:
+    """The same small chat call for both targets; streams ask for the usage chunk, as the
+    gateway always does upstream, so that the simulator does the same work either way."""
+    body: dict[str, object] = {
+        "model": "mira",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+    }
+    if mode == "stream":
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _complete_json(answer: Answer) -> bool:
+    return answer.body.startswith(b"{") and b'"choices"' in answer.body
+
+
+def _complete_stream(answer: Answer) -> bool:
+    return answer.body.endswith(b"data: [DONE]\n\n")
+
+
+def target(name: str, port: int, key: str, mode: str, max_tokens: int) -> Target:
+    """A prepared chat call to a server on this machine."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    if mode == "stream":
+        headers["Accept"] = "text/event-stream"
+    raw = build_request(HOST, port, PATH, request_body(mode, max_tokens), headers)
+    stream = mode == "stream"
+    return Target(
+        name=name,
+        host=HOST,
+        port=port,
+        raw_request=raw,
+        keep_body=not stream,
+        check=_complete_stream if stream else _complete_json,
+    )
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds the console, the simulator and this process spend between two points."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.started: dict[str, float | None] = {}
+
+    def _servers(self) -> dict[str, float | None]:
+        return {
+            "console": cpu_seconds(self.setup.console.pid),
+            "simulator": cpu_seconds(self.setup.simulator.pid),
+        }
+
+    def start(self) -> None:
+        # This process is read last here and first in stop(): reading the servers'
+        # counters costs it CPU time that is not the load's.
+        self.started = self._servers()
+        self.started["generator"] = time.process_time()
+
+    def stop(self) -> dict[str, float | None]:
+        ended: dict[str, float | None] = {"generator": time.process_time()}
+        ended |= self._servers()
+        spent: dict[str, float | None] = {}
+        for process, start in self.started.items():
+            end = ended[process]
+            spent[process] = end - start if start is not None and end is not None else None
+        return spent
+
+
+async def check_targets(targets: dict[str, Target]) -> None:
+    """One call to each target first: a refusal stops the benchmark with its reason."""
+    for name, prepared in targets.items():
+        connection = Connection(prepared.host, prepared.port, keep_body=True)
+        try:
+            answer = await connection.request(prepared.raw_request, 30.0)
+        finally:
+            connection.close()
+        if answer.status != 200 or not prepared.check(answer):
+            body = answer.body[:500].decode("utf-8", "replace")
+            raise ServerError(f"the {name} call answered {answer.status}: {body}")
+
+
+async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
+    """Every mode at every concurrency, direct then through the gateway, back to back."""
+    runs: list[report.Run] = []
+    for mode in args.modes:
+        direct = (setup.simulator.port, setup.upstream_key)
+        gateway = (setup.console.port, setup.gateway_key)
+        targets = {
+            "direct": target("direct", *direct, mode, args.max_tokens),
+            "gateway": target("gateway", *gateway, mode, args.max_tokens),
+        }
+        await check_targets(targets)
+        for concurrency in args.concurrency:
+            requests = args.requests_c1 if concurrency == 1 else args.requests
+            plan = Plan(
+                concurrency=concurrency,
+                requests=requests,
+                warmup=max(args.warmup, 3 * concurrency),
+                max_seconds=args.max_seconds,
+            )
+            for name, prepared in targets.items():
+                for server in (setup.simulator, setup.console):
+                    if not server.alive():
+                        raise ServerError(f"the {server.name} died:\n{server.log_tail()}")
+                meter = CpuMeter(setup)
+                samples = await run(prepared, plan, meter.start)
+                cpu = meter.stop()
+                runs.append(report.Run(mode, concurrency, name, samples, cpu))
+                _progress(
+                    f"  {mode:6} c={concurrency:<3} {name:7} {samples.ok:5} ok "
+                    f"{samples.error_count:4} errors  {samples.throughput:8.0f} rps  "
+                    f"p50 {report.Summary.of(samples.total).p50:7.2f} ms"
+                )
+    return runs
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def describe_setup(args: argparse.Namespace) -> list[str]:
+    """What the numbers were measured on: the machine and the servers."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    redis = "Redis (REDIS_URL)" if os.environ.get("REDIS_URL") else "in-process"
+    return [
+        f"load average {_load()} at the start (1 min); the benchmark itself needs most of "
+        f"{os.cpu_count()} cores, so other busy processes make its wall-clock figures noisy",
+        f"machine: {os.cpu_count()} cores ({usable} usable), {platform.machine()}, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"console: uvicorn {_version('uvicorn')} (uvloop {_version('uvloop')}, httptools "
+        f"{_version('httptools')}), {args.workers} worker(s), config.asgi:application, "
+        f"DEBUG=false, SQLite (temporary), shared state {redis}",
+        "console command: python "
+        + " ".join(console_command(0, args.workers)[1:]).replace("--port 0", "--port PORT"),
+        f"upstream: Mira simulator in its own uvicorn process (uvloop, httptools), "
+        f"chunk delay {args.chunk_delay_ms:g} ms",
+        "load: one process, uvloop, raw HTTP/1.1 keep-alive client on httptools, "
+        "one connection per concurrent caller, closed loop",
+        f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
+        f"{args.requests_c1} timed at c=1, {args.requests} above, after "
+        f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run",
+    ]
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop like on Ctrl-C (the servers are stopped on the way out)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    for line in describe_setup(args):
+        print(line)
+    print(flush=True)
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    started = time.monotonic()
+    try:
+        with servers(args.workers, args.chunk_delay_ms) as setup:
+            _progress(
+                f"servers up: simulator :{setup.simulator.port}, console :{setup.console.port}"
+            )
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runs = runner.run(measure(setup, args))
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+    found = report.pairs(runs)
+    print("Latency, ms (added = gateway - direct; ratio = gateway / direct)")
+    print(report.latency_table(found))
+    print()
+    print("Throughput, calls per second (* = stopped by the time limit)")
+    print(report.throughput_table(found))
+    print()
+    print("CPU per call, microseconds (d = direct run, g = gateway run)")
+    print(report.cpu_table(found))
+    problems = report.errors_detail(runs)
+    if problems:
+        print()
+        print("Errors:")
+        for line in problems:
+            print(f"  {line}")
+    print()
+    print(f"total time {time.monotonic() - started:.0f} s; load average {_load()} at the end")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report.as_json(runs), indent=2) + "\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
