@@ -39,7 +39,10 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# What the /v1 gateway adds to a chat call, against the simulator called directly (bench/README.md).
-# BENCH_WORKERS=N sets the console's worker processes; BENCH_ARGS passes options, e.g. --help.
+# What the /v1 gateway adds to a chat call, against the simulator called directly, then the usage
+# page and CSV export over 1,000,000 records (bench/README.md). BENCH_WORKERS=N sets the
+# console's worker processes; BENCH_ARGS passes options to the gateway bench, e.g. --help;
+# BENCH_USAGE_RECORDS changes the size of the usage history.
 bench: setup
 	BENCH_WORKERS="$(BENCH_WORKERS)" $(BIN)/python -m bench.gateway $(BENCH_ARGS)
+	$(BIN)/python -m bench.usage
