@@ -7,7 +7,7 @@ from accounts.models import Membership
 # (url name, label, icon, permission, ready): the console's navigation, in order.
 NAVIGATION = [
     ("dashboard", "Dashboard", "home", "dashboard.view", True),
-    ("playground", "Playground", "playground", "playground.use", False),
+    ("playground", "Playground", "playground", "playground.use", True),
     ("usage", "Usage", "usage", "usage.view", True),
     ("keys", "API keys", "key", "keys.view", True),
     ("billing", "Billing", "billing", "billing.view", True),

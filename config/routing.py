@@ -1,3 +1,9 @@
 """Websocket routes, collected from the apps that serve them."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from playground.consumers import PlaygroundConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/playground/<slug:slug>/", PlaygroundConsumer.as_asgi()),
+]

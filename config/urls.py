@@ -5,10 +5,28 @@ from accounts import views as accounts_views
 from console import billing_views, dashboards
 from console import views as console_views
 from gateway import fleet_page
+from playground import views as playground_views
 
 workspace_patterns = [
     path("", console_views.dashboard, name="dashboard"),
-    path("playground/", console_views.playground, name="playground"),
+    path("playground/", playground_views.playground, name="playground"),
+    path("playground/code/", playground_views.view_code, name="playground_code"),
+    path("playground/presets/save/", playground_views.preset_save, name="playground_preset_save"),
+    path(
+        "playground/presets/delete/",
+        playground_views.preset_delete,
+        name="playground_preset_delete",
+    ),
+    path(
+        "playground/conversations/<int:pk>/delete/",
+        playground_views.conversation_delete,
+        name="playground_conversation_delete",
+    ),
+    path(
+        "playground/images/<int:pk>/<int:index>/",
+        playground_views.image,
+        name="playground_image",
+    ),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

@@ -1,0 +1,114 @@
+"""The playground's request as code: curl, Python and JavaScript against the console's /v1 API.
+
+The snippets carry a placeholder for the key (`$MIRA_API_KEY`, read from the
+environment in Python and JavaScript), never a secret.
+"""
+
+import copy
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.safestring import SafeString
+
+from playground.rendering import highlight
+
+SHORT_IMAGE = 64  # characters of an image's data: URI kept in a snippet
+
+
+@dataclass
+class Snippet:
+    id: str
+    label: str
+    language: str
+    code: str
+
+    @property
+    def html(self) -> SafeString:
+        return highlight(self.code, self.language)
+
+
+def shorten_images(body: dict) -> tuple[dict, bool]:
+    """The body with image data cut short for reading, and whether anything was cut."""
+    body = copy.deepcopy(body)
+    cut = False
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            url = (part.get("image_url") or {}).get("url", "") if isinstance(part, dict) else ""
+            if len(url) > SHORT_IMAGE:
+                part["image_url"]["url"] = url[:SHORT_IMAGE] + "…"
+                cut = True
+    return body, cut
+
+
+def _python(value: Any, indent: int = 0) -> str:
+    pad, inner = "    " * indent, "    " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {_python(v, indent + 1)}," for k, v in value.items()]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        if all(not isinstance(v, dict | list) for v in value) and len(value) <= 4:
+            return "[" + ", ".join(_python(v) for v in value) + "]"
+        items = [f"{inner}{_python(v, indent + 1)}," for v in value]
+        return "[\n" + "\n".join(items) + f"\n{pad}]"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return "None"
+    # JSON strings and numbers are Python literals too.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def curl(body: dict, base_url: str) -> str:
+    data = json.dumps(body, indent=2, ensure_ascii=False)
+    return (
+        f"curl {base_url}/chat/completions \\\n"
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Authorization: Bearer $MIRA_API_KEY" \\\n'
+        f"  -d {shlex.quote(data)}"
+    )
+
+
+def python(body: dict, base_url: str) -> str:
+    arguments = "\n".join(f"    {name}={_python(value, 1)}," for name, value in body.items())
+    return (
+        "import os\n\n"
+        "from openai import OpenAI\n\n"
+        "client = OpenAI(\n"
+        f"    base_url={json.dumps(base_url)},\n"
+        '    api_key=os.environ["MIRA_API_KEY"],\n'
+        ")\n\n"
+        "completion = client.chat.completions.create(\n"
+        f"{arguments}\n"
+        ")\n"
+        "print(completion.choices[0].message.content)\n"
+    )
+
+
+def javascript(body: dict, base_url: str) -> str:
+    data = json.dumps(body, indent=2, ensure_ascii=False)
+    return (
+        'import OpenAI from "openai";\n\n'
+        "const client = new OpenAI({\n"
+        f"  baseURL: {json.dumps(base_url)},\n"
+        "  apiKey: process.env.MIRA_API_KEY,\n"
+        "});\n\n"
+        f"const completion = await client.chat.completions.create({data});\n"
+        "console.log(completion.choices[0].message.content);\n"
+    )
+
+
+def snippets(body: dict, base_url: str) -> list[Snippet]:
+    return [
+        Snippet("curl", "curl", "bash", curl(body, base_url)),
+        Snippet("python", "Python", "python", python(body, base_url)),
+        Snippet("javascript", "JavaScript", "javascript", javascript(body, base_url)),
+    ]

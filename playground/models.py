@@ -1,0 +1,164 @@
+"""Saved conversations (a tree of messages, so that regenerating and editing keep every branch)
+and saved prompts (presets) that a member may share with the workspace."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Workspace
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def for_member(self, workspace: Workspace, user) -> "ConversationQuerySet":
+        """A member's own conversations in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class Conversation(models.Model):
+    """One playground conversation of one member.
+
+    `settings` holds what the page needs to reopen it where it was: the system prompt
+    and shared parameters, and one entry per column (model, its parameters, and the
+    message the column shows last, its `leaf`).
+    """
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_conversations"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_conversations"
+    )
+    title = models.CharField(max_length=120, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Role(models.TextChoices):
+    USER = "user", "User"
+    ASSISTANT = "assistant", "Assistant"
+
+
+class Status(models.TextChoices):
+    DONE = "done", "Done"
+    STREAMING = "streaming", "Streaming"
+    STOPPED = "stopped", "Stopped"
+    ERROR = "error", "Error"
+    WRITTEN = "written", "Written by the member"
+
+
+# What a failed call's status means to the member, in a few words.
+ERROR_TITLES = {
+    400: "The model rejected the request",
+    403: "Not allowed",
+    404: "Model not found",
+    413: "The request is too large",
+    422: "The model rejected the request",
+    402: "Not enough credit",
+    429: "Rate limited",
+    502: "The upstream failed",
+    503: "The upstream is unavailable",
+    504: "The upstream timed out",
+}
+
+
+class Message(models.Model):
+    """A user or assistant message; siblings (same parent and column) are alternative branches.
+
+    An assistant message that came from a model call carries the call's metrics and
+    request id; `params` are the exact parameters it was sent with (the messages are
+    its ancestors), so the request can be shown again as code.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    column = models.PositiveSmallIntegerField(default=0)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    images = models.JSONField(default=list, blank=True, help_text="data: URIs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
+    model = models.CharField(max_length=128, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.pk} in {self.conversation_id}"
+
+    @property
+    def is_call(self) -> bool:
+        return bool(self.request_id)
+
+    @property
+    def error_title(self) -> str:
+        return ERROR_TITLES.get(self.error_status or 0, "The call failed")
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output speed: tokens written per second after the first one arrived."""
+        if not self.tokens_out or self.duration_ms is None:
+            return None
+        writing_ms = self.duration_ms - (self.ttft_ms or 0)
+        if writing_ms <= 0:
+            return None
+        return self.tokens_out * 1000 / writing_ms
+
+
+class PresetQuerySet(models.QuerySet["Preset"]):
+    def visible_to(self, workspace: Workspace, user) -> "PresetQuerySet":
+        """The member's own presets in the workspace and those others shared with it."""
+        return self.filter(workspace=workspace).filter(Q(owner=user) | Q(shared=True))
+
+
+class Preset(models.Model):
+    """A saved prompt: system prompt, model and parameters. Only its owner changes it."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_presets"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_presets"
+    )
+    name = models.CharField(max_length=80)
+    settings = models.JSONField(default=dict, blank=True)
+    shared = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = PresetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "owner", "name"], name="playground_preset_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
