@@ -97,7 +97,7 @@ def upstream_fleet(simulator: SimulatorServer) -> Iterator[Fleet]:
     set_fleet(previous)
 
 
-def wait_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
+def wait_for(predicate: Callable[[], bool], attempts: int = 2000) -> bool:
     """Poll a condition the system reaches on its own (a closed socket, a probe); True once met."""
     for _ in range(attempts):
         if predicate():
@@ -106,7 +106,7 @@ def wait_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
     return predicate()
 
 
-async def await_for(predicate: Callable[[], bool], attempts: int = 500) -> bool:
+async def await_for(predicate: Callable[[], bool], attempts: int = 2000) -> bool:
     """`wait_for` for async tests: yields to the loop between polls."""
     for _ in range(attempts):
         if predicate():

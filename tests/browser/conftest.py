@@ -5,9 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+# A loaded CI machine can take longer than Playwright's default 5 s to show a change.
+expect.set_options(timeout=15_000)
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
