@@ -1,7 +1,7 @@
 """The client for Mira-compatible upstream nodes: HTTP, SSE, WebSocket, and the fleet.
 
 This package speaks the wire protocol only and imports no Django app. It is the
-only place that imports httpx or a WebSocket client.
+only place that imports an HTTP client (aiohttp) or a WebSocket client.
 
 The fleet (`upstream.fleet`)::
 

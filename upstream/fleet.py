@@ -8,15 +8,17 @@ or a timeout is retried on another node with exponential backoff that honours
 (`GET /v1/models`) readmits it. A stream is retried only until its first chunk has
 been handed to the caller.
 
-httpx clients belong to one event loop, and Django runs code in several (the
-server's loop, and `async_to_sync` loops in other threads), so the fleet keeps one
-pooled client per node per loop and closes a loop's clients when that loop shuts
-down its async generators (as `asyncio.run` and asgiref do).
+The HTTP client is aiohttp, the cheapest per call of those measured (DESIGN.md,
+Performance notes). An aiohttp session belongs to one event loop, and Django runs code
+in several (the server's loop, and `async_to_sync` loops in other threads), so the
+fleet keeps one pooled session per node per loop and closes a loop's sessions when that
+loop shuts down its async generators (as `asyncio.run` and asgiref do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json as jsonlib
 import logging
 import os
@@ -24,8 +26,9 @@ import random
 import re
 import threading
 import time
+import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -33,7 +36,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from upstream.errors import FleetConfigError, UpstreamError
 from upstream.nodes import ModelRef, Node, NodeConfig, parse_model
@@ -54,6 +57,13 @@ __all__ = [
 ]
 
 _MAX_ERROR_BODY = 64 * 1024
+# How long to wait for the end of a stream's body after `[DONE]` before giving the
+# connection up.
+_DRAIN_SECONDS = 0.25
+# How long an idle pooled connection is kept: less than the 5 s after which uvicorn (and
+# so the simulator) closes it, so that a reused connection is not one being closed.
+_KEEPALIVE_SECONDS = 4.0
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _VERSIONED = re.compile(r"^/v[0-9]+(/|$)")
 
 
@@ -62,8 +72,10 @@ class Timeouts:
     """Seconds allowed for each phase of a call; any one expiring raises a 504.
 
     `first_byte` runs from sending the request to the response headers (for a
-    stream: to its first chunk); `idle` is the longest wait between two chunks;
-    `total` bounds the whole call, body or stream included.
+    stream: to its first chunk), so it includes sending the body; `idle` is the
+    longest wait between two chunks (for a call that is not streamed, any wait for
+    data, its headers included); `total` bounds the whole call, body or stream and
+    retries included. `write` is not used: aiohttp has no write timeout.
     """
 
     connect: float = 5.0
@@ -84,6 +96,8 @@ class FleetOptions:
     eject_after: int = 3
     probe_interval: float = 5.0
     max_connections: int = 512
+    # Not used: aiohttp keeps every idle connection (within max_connections) for a few
+    # seconds, with no separate cap.
     max_keepalive: int = 128
 
 
@@ -155,12 +169,66 @@ def _status_for_stream_error(code: str | None) -> int:
     return 502
 
 
-class _LoopClients:
-    """The httpx clients one event loop uses, one per node."""
+@functools.lru_cache(maxsize=64)
+def _client_timeout(limits: Timeouts, *, stream: bool) -> aiohttp.ClientTimeout:
+    """aiohttp's part of the timeouts; the fleet's own timers do `first_byte` and `total`.
+
+    `connect` also bounds the wait for a free pooled connection. `sock_read` bounds each
+    wait for data, the headers included; a stream times its chunks itself, so it goes
+    without (aiohttp restarts that timer on every packet, which costs CPU per chunk).
+    """
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=limits.connect,
+        sock_connect=limits.connect,
+        sock_read=None if stream else limits.idle,
+    )
+
+
+def _json_bytes(value: Any) -> bytes:
+    return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _request_body(
+    content: bytes | None, data: Mapping[str, Any] | None, files: Mapping[str, Any] | None
+) -> Any:
+    """aiohttp's `data=`: the bytes, a URL-encoded form, or a multipart form with files.
+
+    A multipart form can be sent only once, so every attempt builds its own. A file is
+    bytes, or `(filename, bytes)`, or `(filename, bytes, content type)`.
+    """
+    if content is not None:
+        return content
+    if not files:
+        return data
+    form = aiohttp.FormData()
+    for name, value in (data or {}).items():
+        form.add_field(name, value)
+    for name, file in files.items():
+        filename, payload, *rest = file if isinstance(file, tuple) else (name, file)
+        form.add_field(name, payload, filename=filename, content_type=rest[0] if rest else None)
+    return form
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for a remote node (`HTTPS_PROXY`, `NO_PROXY`...).
+
+    Read once per session: aiohttp's `trust_env` would look it up in a thread on every
+    request, and would also add `.netrc` credentials beside the node's key.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in _LOCAL_HOSTS or urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+class _LoopSessions:
+    """The aiohttp sessions one event loop uses, one per node."""
 
     def __init__(self) -> None:
-        self.clients: dict[str, httpx.AsyncClient] = {}
-        self.closer: Any = None
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
 
 
 class Fleet:
@@ -182,7 +250,8 @@ class Fleet:
         self.options = options or FleetOptions()
         self.is_simulator = is_simulator
         self._by_name = {node.name: node for node in self.nodes}
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._roots = {node.name: node.config.root_url for node in self.nodes}
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopSessions] = {}
         self._loops_lock = threading.Lock()
         self._probe_tasks: set[asyncio.Task[None]] = set()
 
@@ -289,9 +358,7 @@ class Fleet:
                     limits,
                     deadline,
                     json=json,
-                    content=content,
-                    files=files,
-                    data=data,
+                    data=_request_body(content, data, files),
                     params=params,
                     headers=headers,
                 )
@@ -348,21 +415,25 @@ class Fleet:
         limits = timeouts or self.options.timeouts
         started = time.perf_counter()
         try:
-            async with httpx.AsyncClient(
-                timeout=httpx.Timeout(limits.connect, read=limits.idle), follow_redirects=True
-            ) as client:
+            # A session of its own: nothing of the node's (key, pool) goes to another host.
+            async with aiohttp.ClientSession(
+                timeout=_client_timeout(limits, stream=False),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=True,
+            ) as session:
                 async with asyncio.timeout(limits.total):
-                    response = await client.get(url)
-        except (TimeoutError, httpx.TimeoutException):
+                    async with session.get(url) as response:
+                        content = await response.read()
+        except TimeoutError:
             raise UpstreamError(504, "Timed out downloading the file.", node=node) from None
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             raise UpstreamError(502, "Downloading the file failed.", node=node) from None
-        if response.status_code >= 400:
-            raise UpstreamError(response.status_code, "Downloading the file failed.", node=node)
+        if response.status >= 400:
+            raise UpstreamError(response.status, "Downloading the file failed.", node=node)
         return UpstreamResponse(
-            status=response.status_code,
+            status=response.status,
             headers=response.headers,
-            content=response.content,
+            content=content,
             node=node,
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
@@ -374,7 +445,7 @@ class Fleet:
         return {n.name: ok for n, ok in zip(nodes, results, strict=True)}
 
     async def aclose(self) -> None:
-        """Close the clients of the running loop (other loops close theirs on shutdown)."""
+        """Close the sessions of the running loop (other loops close theirs on shutdown)."""
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is not None:
@@ -436,68 +507,71 @@ class Fleet:
 
     # --- sending ----------------------------------------------------------------
 
-    async def _client(self, node: Node) -> httpx.AsyncClient:
+    async def _session(self, node: Node) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         entry = self._loops.get(loop)
         if entry is None:
-            entry = _LoopClients()
+            entry = _LoopSessions()
             with self._loops_lock:
-                for old in [old for old in self._loops if old.is_closed()]:
-                    del self._loops[old]
+                dead = [self._loops.pop(old) for old in list(self._loops) if old.is_closed()]
                 self._loops[loop] = entry
             entry.closer = self._close_with_loop(loop, entry)
             # The loop now tracks the generator and closes it in shutdown_asyncgens().
             await entry.closer.__anext__()
-        client = entry.clients.get(node.name)
-        if client is None:
-            client = self._new_client(node)
-            entry.clients[node.name] = client
-        return client
+            # A loop closed without that hook can run nothing any more: closing its
+            # sessions here only marks them closed (aiohttp leaves the transports of a
+            # closed loop alone, and the garbage collector closes their sockets).
+            for old in dead:
+                for session in old.sessions.values():
+                    await session.close()
+        session = entry.sessions.get(node.name)
+        if session is None:
+            session = self._new_session(node)
+            entry.sessions[node.name] = session
+        return session
 
     async def _close_with_loop(
-        self, loop: asyncio.AbstractEventLoop, entry: _LoopClients
-    ) -> AsyncIterator[None]:
+        self, loop: asyncio.AbstractEventLoop, entry: _LoopSessions
+    ) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             with self._loops_lock:
                 if self._loops.get(loop) is entry:
                     del self._loops[loop]
-            clients = list(entry.clients.values())
-            entry.clients.clear()
-            for client in clients:
-                await client.aclose()
+            sessions = list(entry.sessions.values())
+            entry.sessions.clear()
+            for session in sessions:
+                await session.close()
 
-    def _new_client(self, node: Node) -> httpx.AsyncClient:
-        limits = self.options.timeouts
-        host = urlsplit(node.config.root_url).hostname or ""
-        return httpx.AsyncClient(
-            base_url=node.config.root_url,
-            headers={"Authorization": f"Bearer {node.config.api_key}"},
-            timeout=httpx.Timeout(
-                connect=limits.connect, read=limits.idle, write=limits.write, pool=limits.connect
+    def _new_session(self, node: Node) -> aiohttp.ClientSession:
+        root = self._roots[node.name]
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.options.max_connections, keepalive_timeout=_KEEPALIVE_SECONDS
             ),
-            limits=httpx.Limits(
-                max_connections=self.options.max_connections,
-                max_keepalive_connections=self.options.max_keepalive,
-            ),
-            # Proxy variables are for the outside world, not for a node on this machine.
-            trust_env=host not in ("127.0.0.1", "localhost", "::1"),
+            headers={
+                "Authorization": f"Bearer {node.config.api_key}",
+                # What aiohttp sends by default, but fixed: installing brotli or zstandard
+                # must not change what the nodes are asked for. Bodies are decoded.
+                "Accept-Encoding": "gzip, deflate",
+            },
+            timeout=_client_timeout(self.options.timeouts, stream=False),
+            proxy=_proxy_for(root),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            json_serialize_bytes=_json_bytes,
+            raise_for_status=False,
+            auto_decompress=True,
         )
 
-    def _build(
-        self, client: httpx.AsyncClient, method: str, path: str, limits: Timeouts, **kwargs: Any
-    ) -> httpx.Request:
-        if not path.startswith(("http://", "https://")):
-            if not path.startswith("/"):
-                path = "/" + path
-            if not _VERSIONED.match(path):
-                path = "/v1" + path
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        timeout = httpx.Timeout(
-            connect=limits.connect, read=limits.idle, write=limits.write, pool=limits.connect
-        )
-        return client.build_request(method, path, timeout=timeout, **kwargs)
+    def _url(self, node: Node, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        if not path.startswith("/"):
+            path = "/" + path
+        if not _VERSIONED.match(path):
+            path = "/v1" + path
+        return self._roots[node.name] + path
 
     async def _send(
         self,
@@ -506,10 +580,14 @@ class Fleet:
         path: str,
         limits: Timeouts,
         deadline: float,
-        **kwargs: Any,
+        *,
+        json: Any,
+        data: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
     ) -> UpstreamResponse:
-        client = await self._client(node)
-        request = self._build(client, method, path, limits, **kwargs)
+        session = await self._session(node)
+        url = self._url(node, path)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         node.begin()
@@ -517,23 +595,34 @@ class Fleet:
             phase = "the first byte"
             try:
                 async with asyncio.timeout_at(min(loop.time() + limits.first_byte, deadline)):
-                    response = await client.send(request, stream=True)
+                    response = await session.request(
+                        method,
+                        url,
+                        json=json,
+                        data=data,
+                        params=params,
+                        headers=headers,
+                        timeout=_client_timeout(limits, stream=False),
+                        # A node's redirect is an answer; following it could take the key along.
+                        allow_redirects=False,
+                    )
                 first_byte_ms = (time.perf_counter() - started) * 1000
                 try:
                     phase = "the response body"
                     async with asyncio.timeout_at(deadline):
-                        body = await response.aread()
+                        body = await response.read()
                 finally:
-                    await response.aclose()
-            except (TimeoutError, httpx.TimeoutException) as exc:
+                    # Back to the pool once the body is read; closed if it was not.
+                    response.release()
+            except TimeoutError as exc:
                 raise self._timeout_error(node, phase, exc) from None
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise self._connection_error(node, exc) from None
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise self._status_error(node, response, body)
             self._succeeded(node, first_byte_ms)
             return UpstreamResponse(
-                status=response.status_code,
+                status=response.status,
                 headers=response.headers,
                 content=body,
                 node=node.name,
@@ -577,27 +666,36 @@ class Fleet:
         return self._failed(node, error)
 
     def _timeout_error(self, node: Node, phase: str, exc: BaseException) -> UpstreamError:
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             phase = "a connection"
-        elif isinstance(exc, httpx.ReadTimeout):
+        elif isinstance(exc, aiohttp.SocketTimeoutError):
             phase = "data"
         return self._error(node, 504, f"Timed out waiting for {phase} from the upstream node.")
 
-    def _connection_error(self, node: Node, exc: httpx.HTTPError) -> UpstreamError:
+    def _connection_error(self, node: Node, exc: aiohttp.ClientError) -> UpstreamError:
         kind = type(exc).__name__
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, aiohttp.ClientConnectorError):
             detail = "Could not connect to the upstream node."
-        elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        elif isinstance(
+            exc,
+            aiohttp.ServerDisconnectedError
+            | aiohttp.ClientPayloadError
+            | aiohttp.ClientOSError
+            | aiohttp.ClientConnectionResetError,
+        ):
             detail = "The upstream node closed the connection unexpectedly."
         else:
             detail = f"The connection to the upstream node failed ({kind})."
         return self._error(node, 502, detail)
 
-    def _status_error(self, node: Node, response: httpx.Response, body: bytes) -> UpstreamError:
-        detail, code = _detail_from_body(body[:_MAX_ERROR_BODY], response.reason_phrase)
+    def _status_error(
+        self, node: Node, response: aiohttp.ClientResponse, body: bytes
+    ) -> UpstreamError:
+        fallback = response.reason or f"HTTP {response.status}"
+        detail, code = _detail_from_body(body[:_MAX_ERROR_BODY], fallback)
         return self._error(
             node,
-            response.status_code,
+            response.status,
             detail,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             code=code,
@@ -618,12 +716,14 @@ class Fleet:
                 node.probing = True
         ok = False
         try:
-            client = await self._client(node)
+            session = await self._session(node)
             limits = self.options.timeouts
             async with asyncio.timeout(limits.connect + min(limits.first_byte, 10.0)):
-                response = await client.get("/v1/models")
-            ok = response.status_code == 200
-        except (TimeoutError, httpx.HTTPError):
+                url = self._url(node, "/v1/models")
+                async with session.get(url, allow_redirects=False) as response:
+                    await response.read()
+            ok = response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
             ok = False
         finally:
             if node.probe_finished(ok, self.options.probe_interval):
@@ -654,13 +754,14 @@ class UpstreamStream:
         self._method = method
         self._path = path
         self._json = json
-        self._headers = headers
+        # An event stream whatever the caller's headers say.
+        self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept"}
+        self._headers["Accept"] = "text/event-stream"
         self._model = model
         self._pinned = node
         self._timeouts = timeouts
         self._node: Node | None = None
-        self._response: httpx.Response | None = None
-        self._bytes: AsyncIterator[bytes] | None = None
+        self._response: aiohttp.ClientResponse | None = None
         self._decoder = EventDecoder()
         self._lines: deque[str] = deque()
         self._partial = b""
@@ -715,11 +816,8 @@ class UpstreamStream:
     async def _open(self, node: Node, body: Any) -> None:
         """Connect to one node and read up to the first chunk; raises UpstreamError."""
         fleet = self._fleet
-        client = await fleet._client(node)
-        request = fleet._build(
-            client, self._method, self._path, self._timeouts, json=body, headers=self._headers
-        )
-        request.headers["accept"] = "text/event-stream"
+        session = await fleet._session(node)
+        url = fleet._url(node, self._path)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         node.begin()
@@ -730,28 +828,34 @@ class UpstreamStream:
                 async with asyncio.timeout_at(
                     min(loop.time() + self._timeouts.first_byte, self._deadline)
                 ):
-                    self._response = await client.send(request, stream=True)
-                    if self._response.status_code >= 400:
-                        payload = await self._response.aread()
-                        raise fleet._status_error(node, self._response, payload)
-                    content_type = self._response.headers.get("content-type", "")
+                    self._response = response = await session.request(
+                        self._method,
+                        url,
+                        json=body,
+                        headers=self._headers,
+                        timeout=_client_timeout(self._timeouts, stream=True),
+                        allow_redirects=False,
+                    )
+                    if response.status >= 400:
+                        payload = await response.read()
+                        raise fleet._status_error(node, response, payload)
+                    content_type = response.headers.get("content-type", "")
                     if not content_type.startswith("text/event-stream"):
                         raise fleet._error(
                             node, 502, "The upstream node did not answer with an event stream."
                         )
-                    self._bytes = self._response.aiter_bytes()
                     self._pending = await self._next_chunk(node, first=True)
-            except (TimeoutError, httpx.TimeoutException) as exc:
+            except TimeoutError as exc:
                 raise fleet._timeout_error(node, "the first chunk", exc) from None
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise fleet._connection_error(node, exc) from None
         except UpstreamError:
             await self._close()
             raise
         self._attempt_ms = round((time.perf_counter() - started) * 1000, 2)
         self.node = node.name
-        self.status = self._response.status_code
-        self.headers = self._response.headers
+        self.status = response.status
+        self.headers = response.headers
 
     def _reset_reader(self) -> None:
         self._decoder = EventDecoder()
@@ -762,7 +866,8 @@ class UpstreamStream:
 
     async def _next_chunk(self, node: Node, *, first: bool = False) -> dict[str, Any] | None:
         """The next parsed chunk, or None at `[DONE]` or the end of the body."""
-        assert self._bytes is not None
+        assert self._response is not None
+        body = self._response.content
         while True:
             while self._lines:
                 event = self._decoder.feed(self._lines.popleft())
@@ -793,9 +898,8 @@ class UpstreamStream:
                 return data
             if self._finished:
                 return None
-            try:
-                piece = await anext(self._bytes)
-            except StopAsyncIteration:
+            piece = await body.readany()
+            if not piece:
                 self._finished = True
                 tail = self._partial.decode("utf-8", "replace")
                 self._partial = b""
@@ -820,9 +924,9 @@ class UpstreamStream:
         try:
             async with asyncio.timeout_at(min(loop.time() + self._timeouts.idle, self._deadline)):
                 chunk = await self._next_chunk(node)
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except TimeoutError as exc:
             raise self._fleet._timeout_error(node, "the next chunk", exc) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._fleet._connection_error(node, exc) from None
         if chunk is None:
             raise StopAsyncIteration
@@ -837,18 +941,30 @@ class UpstreamStream:
     ) -> None:
         await self._close()
 
+    @staticmethod
+    async def _drain(response: aiohttp.ClientResponse) -> None:
+        """Read the little that follows `[DONE]`, so the connection goes back to the pool
+        instead of being dropped (a new connection per stream costs a handshake)."""
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                while await response.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+
     async def _close(self) -> None:
         node, self._node = self._node, None
         response, self._response = self._response, None
-        chunks, self._bytes = self._bytes, None
         try:
-            if chunks is not None:
-                await chunks.aclose()  # type: ignore[attr-defined]
-            if response is not None:
-                await response.aclose()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is closed
-            logger.debug("Closing an upstream stream failed", exc_info=True)
+            if response is not None and self.done and not self._finished:
+                await self._drain(response)
         finally:
+            if response is not None:
+                if response.content.is_eof():
+                    response.release()
+                else:
+                    # Closes the connection at once, so that the node stops generating.
+                    response.close()
             if node is not None:
                 node.end()
 
