@@ -24,6 +24,14 @@ def test_the_printed_demo_account_signs_in(db, monkeypatch):
     assert client.get("/w/demo/").status_code == 200
 
 
+def test_the_demo_workspace_starts_with_credit_once(db):
+    from console import ledger
+
+    _demo()
+    _demo()
+    assert ledger.balance_of(Workspace.objects.get(slug="demo")) == 25_000_000
+
+
 def test_running_it_again_is_safe_and_honours_demo_password(db, monkeypatch):
     _demo()
     monkeypatch.setenv("DEMO_PASSWORD", "chosen-demo-password")

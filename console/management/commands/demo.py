@@ -6,6 +6,8 @@ from django.db import transaction
 
 from accounts.models import Membership, User, Workspace
 from accounts.roles import Role
+from console import ledger
+from console.models import EntryKind, LedgerEntry
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_SLUG = "demo"
@@ -30,6 +32,8 @@ class Command(BaseCommand):
         Membership.objects.update_or_create(
             user=user, workspace=workspace, defaults={"role": Role.OWNER}
         )
+        if not LedgerEntry.objects.filter(workspace=workspace, kind=EntryKind.GRANT).exists():
+            ledger.grant(workspace=workspace, amount=DEMO_CREDIT, note="Demo credit", by=None)
 
         self.stdout.write(
             self.style.SUCCESS("Demo workspace ready.")
