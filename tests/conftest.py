@@ -20,13 +20,22 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_database_threads(django_db_setup):
+def _close_database_threads(django_db_setup, django_db_blocker):
     """The gateway's database threads keep connections open; close them before the test
     database is dropped (PostgreSQL refuses to drop a database that is in use)."""
     yield
+    from django.db import connection
+
     from console import db
 
     db.close_all()
+    if connection.vendor == "postgresql":
+        # Threads of the live servers and consumers may still hold a session.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def make_user(email: str, name: str = "") -> User:
