@@ -43,6 +43,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -313,3 +323,6 @@ STALE_HOLD_MINUTES = env_int("STALE_HOLD_MINUTES", 30)
 DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]
 # Threads for the gateway's database work (holds, bookings); 0: one for SQLite, four otherwise.
 GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 0)
+# Finished calls are written to the database in batches, this often (console.books).
+# Tests write them when they ask (books.drain), so that nothing is written behind them.
+GATEWAY_BOOK_SECONDS = 0.0 if TESTING else env_float("GATEWAY_BOOK_SECONDS", 0.05)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from django.conf import settings
@@ -45,6 +45,11 @@ def _call(fn: Callable, args: tuple, kwargs: dict):
         for connection in connections.all(initialized_only=True):
             connection.close_if_unusable_or_obsolete()
         raise
+
+
+def submit(fn: Callable, *args, **kwargs) -> Future:
+    """Run `fn(*args, **kwargs)` on a database thread; its future (from any thread)."""
+    return _get_executor().submit(_call, fn, args, kwargs)
 
 
 async def run[T](fn: Callable[..., T], *args, **kwargs) -> T:

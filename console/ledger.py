@@ -128,6 +128,8 @@ class Held:
     amount: int
     month: str
     monthly_limit: int | None
+    # Set aside from a worker's lease (console.books) rather than held in its own row.
+    lease: object | None = None
 
 
 # The hold and the settlement run on every model call, so they are written in SQL
@@ -285,6 +287,103 @@ def settle(*, request_id: str, cost: int, held: Held | None = None) -> int:
                 ],
             )
     return charge
+
+
+def grow_lease(
+    *, workspace_id: int, lease_id: str, month: str, need: int, want: int, new: bool
+) -> tuple[int, int | None]:
+    """Hold `want` more for a worker's lease (console.books), or at least `need`.
+
+    A lease is a hold like any other: taken from the balance and the month's budget,
+    written to the ledger, released with `settle()` (also when stale). Returns (the
+    amount added, the workspace's monthly limit); PaymentRequired when not even `need`
+    can be held.
+    """
+    for amount in dict.fromkeys((max(want, need), need)):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                balance, limit = _take(cursor, workspace_id, amount)
+                _commit(cursor, workspace_id, None, month, amount, limit, "this workspace")
+                _insert_entries(
+                    cursor, [(workspace_id, EntryKind.HOLD.value, -amount, balance, lease_id)]
+                )
+                if new:
+                    cursor.execute(
+                        f"INSERT INTO {Hold._meta.db_table} "
+                        "(request_id, workspace_id, api_key_id, amount, month, created_at) "
+                        "VALUES (%s, %s, NULL, %s, %s, %s)",
+                        [
+                            lease_id,
+                            workspace_id,
+                            amount,
+                            month,
+                            _prep(Hold, "created_at", timezone.now()),
+                        ],
+                    )
+                else:
+                    cursor.execute(
+                        f"UPDATE {Hold._meta.db_table} SET amount = amount + %s WHERE request_id = %s",
+                        [amount, lease_id],
+                    )
+                    if cursor.rowcount != 1:
+                        raise LeaseLost(lease_id)
+            return amount, limit
+        except PaymentRequired:
+            if amount == need:
+                raise
+    raise AssertionError("unreachable")
+
+
+class LeaseLost(Exception):
+    """A lease's hold is gone from the database (released as stale, or its workspace deleted)."""
+
+
+def charge_lease(
+    *, workspace_id: int, lease_id: str, month: str, charges: list[tuple[str, str | None, int]]
+) -> None:
+    """Charge calls (request id, key id, amount) from a lease's hold, in one go.
+
+    The lease's hold shrinks by the total; the ledger gets a release of the total and a
+    charge per call, so the balance (already reduced by the lease) does not change and
+    still equals the sum of the entries.
+    """
+    total = sum(amount for _, _, amount in charges)
+    if not total:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Hold._meta.db_table} SET amount = amount - %s "
+            "WHERE request_id = %s AND amount >= %s",
+            [total, lease_id, total],
+        )
+        if cursor.rowcount != 1:
+            raise LeaseLost(lease_id)
+        cursor.execute(
+            f"SELECT balance FROM {BillingAccount._meta.db_table} WHERE workspace_id = %s",
+            [workspace_id],
+        )
+        balance = cursor.fetchone()[0] + total
+        entries = [(workspace_id, EntryKind.RELEASE.value, total, balance, lease_id)]
+        by_key: dict[str | None, int] = {}
+        for request_id, api_key_id, amount in charges:
+            if amount:
+                balance -= amount
+                entries.append((workspace_id, EntryKind.CHARGE.value, -amount, balance, request_id))
+                by_key[api_key_id] = by_key.get(api_key_id, 0) + amount
+        _insert_entries(cursor, entries)
+        table = MonthlySpend._meta.db_table
+        where = _spend_where(workspace_id, month)
+        # The workspace's commitment already counts the lease, of which this is now spent.
+        cursor.execute(
+            f"UPDATE {table} SET spent = spent + %s WHERE {where}",
+            [total, _spend_id(workspace_id, None, month), month],
+        )
+        for api_key_id, amount in by_key.items():
+            if api_key_id:
+                cursor.execute(
+                    f"UPDATE {table} SET committed = committed + %s, spent = spent + %s WHERE {where}",
+                    [amount, amount, _spend_id(workspace_id, api_key_id, month), month],
+                )
 
 
 def release_stale(*, older_than: timedelta) -> int:

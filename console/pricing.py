@@ -54,6 +54,19 @@ def _prices() -> dict[tuple[str, str, str, str], tuple[int, int]]:
     return _table
 
 
+def fresh() -> bool:
+    """Whether the prices can be read without a query (from any thread, an event loop's too)."""
+    return time.monotonic() - _loaded_at < _CACHE_SECONDS
+
+
+def refresh() -> None:
+    """Reload the prices a little before they go stale, so that callers rarely find them so."""
+    global _loaded_at
+    if time.monotonic() - _loaded_at > _CACHE_SECONDS * 2 / 3:
+        _loaded_at = -1e9
+        _prices()
+
+
 def forget_prices() -> None:
     global _loaded_at
     _loaded_at = -1e9

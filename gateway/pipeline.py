@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
 
-from console import db, keys, ledger, pricing
+from console import books, db, keys, ledger, pricing
 from console.keys import KeyInfo
 from console.shared import counter_add, counter_get
-from console.usage import book, cost_of
+from console.usage import cost_of
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
@@ -171,6 +172,7 @@ class Call:
     error: str = ""
     variant: str = ""
     held: ledger.Held | None = None
+    nothing_to_hold: bool = False
     finished: bool = False
     upstream_headers: dict[str, str] | None = None
 
@@ -186,19 +188,57 @@ class Call:
         self.error = exc.detail[:255]
         return error
 
-    async def finish(self) -> None:
-        """Write the usage record (once), even when the caller has gone or the task is cancelled."""
+    async def finish(self, *, wait: bool = False) -> None:
+        """Book the call (once), even when the caller has gone or the task is cancelled.
+
+        The booking is written in the background (console.books); with `wait`, and
+        always in the playground, which shows each call's cost as soon as it ends, this
+        returns once it is written.
+        """
         if self.finished:
             return
+        wait = wait or self.caller.source != "api"
         self.finished = True
-        await asyncio.shield(self._book())
-
-    async def _book(self) -> None:
-        await db.run(_record, self)
+        key = self.caller.key
+        done = books.book(
+            books.Booking(
+                fields=self._fields(),
+                held=self.held,
+                variant=self.variant,
+                key_budget=key.monthly_budget if key else None,
+            ),
+            wait=wait,
+        )
         tokens = self.tokens_in + self.tokens_out
         if tokens:
             minute, _ = _window()
-            await counter_add(f"rl:{self.caller.limit_id}:{minute}:t", tokens, 61)
+            await asyncio.shield(counter_add(f"rl:{self.caller.limit_id}:{minute}:t", tokens, 61))
+        if done is not None:
+            await asyncio.shield(asyncio.wrap_future(done))
+
+    def _fields(self) -> dict:
+        """The usage record's fields."""
+        caller = self.caller
+        return {
+            "request_id": self.request_id,
+            "workspace_id": caller.workspace_id,
+            "api_key_id": caller.key.id if caller.key else None,
+            "user_id": caller.user_id,
+            "source": caller.source,
+            "product": self.product,
+            "endpoint": self.endpoint,
+            "model": self.model[:128],
+            "node": self.node[:64],
+            "status": self.status or 499,
+            "stream": self.stream,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "units": self.units,
+            "latency_ms": int((time.monotonic() - self.started) * 1000),
+            "ttft_ms": self.ttft_ms,
+            "error": self.error[:255],
+            "created_at": timezone.now(),
+        }
 
 
 def upstream_error(exc: UpstreamError) -> ApiError:
@@ -258,11 +298,13 @@ async def start(
         variant=variant,
         upstream_headers=fault_headers(request),
     )
-    call.held = await db.run(_reserve, call, max_tokens)
+    call.held = _hold_now(call, max_tokens)
+    if call.held is None and not call.nothing_to_hold:
+        call.held = await db.run(_reserve, call, max_tokens)
     return call
 
 
-def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
+def _worst_case(call: Call, max_tokens: int | None) -> int:
     amount = pricing.worst_case(call.product, call.model, call.tokens_in, max_tokens)
     if call.units:
         amount += cost_of(
@@ -273,11 +315,34 @@ def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
             units=call.units,
             variant=call.variant,
         )
+    return amount
+
+
+def _hold_now(call: Call, max_tokens: int | None) -> ledger.Held | None:
+    """The call's hold from this worker's lease, without leaving the event loop, if it can be."""
+    key = call.caller.key
+    if not pricing.fresh() or (key is not None and key.monthly_budget is not None):
+        return None
+    amount = _worst_case(call, max_tokens)
+    if amount <= 0:
+        call.nothing_to_hold = True
+        return None
+    return books.hold_now(
+        workspace_id=call.caller.workspace_id,
+        api_key_id=key.id if key else None,
+        amount=amount,
+        request_id=call.request_id,
+    )
+
+
+def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
+    """The call's hold, from the database if need be (on a database thread)."""
+    amount = _worst_case(call, max_tokens)
     if amount <= 0:
         return None
     key = call.caller.key
     try:
-        return ledger.hold(
+        return books.hold(
             workspace_id=call.caller.workspace_id,
             api_key_id=key.id if key else None,
             key_budget=key.monthly_budget if key else None,
@@ -286,32 +351,3 @@ def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
         )
     except ledger.PaymentRequired as exc:
         raise ApiError(402, str(exc), code="insufficient_balance") from None
-
-
-def _record(call: Call) -> None:
-    try:
-        book(
-            variant=call.variant,
-            held=call.held,
-            key_budget=call.caller.key.monthly_budget if call.caller.key else None,
-            request_id=call.request_id,
-            workspace_id=call.caller.workspace_id,
-            api_key_id=call.caller.key.id if call.caller.key else None,
-            user_id=call.caller.user_id,
-            source=call.caller.source,
-            product=call.product,
-            endpoint=call.endpoint,
-            model=call.model[:128],
-            node=call.node[:64],
-            status=call.status or 499,
-            stream=call.stream,
-            tokens_in=call.tokens_in,
-            tokens_out=call.tokens_out,
-            units=call.units,
-            latency_ms=int((time.monotonic() - call.started) * 1000),
-            ttft_ms=call.ttft_ms,
-            error=call.error[:255],
-        )
-    except Exception:
-        logger.exception("could not book the call %s", call.request_id)
-        raise

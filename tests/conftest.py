@@ -26,8 +26,9 @@ def _close_database_threads(django_db_setup, django_db_blocker):
     yield
     from django.db import connection
 
-    from console import db
+    from console import books, db
 
+    books.forget()
     db.close_all()
     if connection.vendor == "postgresql":
         # Threads of the live servers and consumers may still hold a session.
@@ -36,6 +37,34 @@ def _close_database_threads(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture(autouse=True)
+def _forget_books():
+    """Each test starts with no worker leases or queued bookings of an earlier test."""
+    yield
+    from console import books
+
+    books.forget()
+
+
+def settle_books() -> None:
+    """Write the calls the gateway has booked and give back its leases of credit.
+
+    The gateway writes bookings in the background and holds credit in leases; a test
+    that reads usage records, the ledger or a balance after calls first settles them.
+    """
+    from console import books
+
+    books.drain()
+
+
+def usage_records():
+    """The usage records, once the bookings the gateway has queued are written."""
+    from console.models import UsageRecord
+
+    settle_books()
+    return UsageRecord.objects
 
 
 def make_user(email: str, name: str = "") -> User:

@@ -13,7 +13,7 @@ from console.actions import create_key
 from console.models import UsageRecord
 from playground.models import Conversation
 from tests.browser.conftest import screenshot, sign_in
-from tests.conftest import PASSWORD, seed_prices
+from tests.conftest import PASSWORD, seed_prices, usage_records
 from upstream.fleet import set_fleet
 
 pytestmark = pytest.mark.browser
@@ -254,7 +254,7 @@ def test_view_code_gives_a_curl_command_that_works(alice, acme, new_page, upstre
     answer = json.loads(result.stdout)
     assert answer["object"] == "chat.completion"
     assert "river delta" in answer["choices"][0]["message"]["content"]
-    assert UsageRecord.objects.filter(source="api").count() == 1
+    assert usage_records().filter(source="api").count() == 1
     assert page.errors == []
 
 

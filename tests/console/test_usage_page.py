@@ -508,7 +508,7 @@ def test_a_selective_filter_examines_only_the_newest_calls_of_the_range(acme, al
         + [("mira", 30)] * 2
     ):
         _call(acme, user=alice, model=model, latency_ms=ms, at=now - timedelta(minutes=10 - i))
-    data = {"start": now.date(), "end": now.date(), "model": "mira-max"}
+    data = {"start": (now - timedelta(minutes=10)).date(), "end": now.date(), "model": "mira-max"}
     found = dashboards.sampled_latency_percentiles(acme, data)
     # Only the newest four calls are examined; the two mira-max calls among them count.
     assert (found.p50, found.sample) == (200, 2)

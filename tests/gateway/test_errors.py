@@ -8,7 +8,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from console.actions import create_key
-from console.models import ApiKey, UsageRecord
+from console.models import ApiKey
+from tests.conftest import usage_records
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -55,7 +56,7 @@ def test_a_bad_field_is_a_400_that_names_it(api, body, detail):
     response = api.post("/chat/completions", json=body)
     assert response.status_code == 400
     assert _detail(response).startswith(detail)
-    assert not UsageRecord.objects.exists()
+    assert not usage_records().exists()
 
 
 def test_malformed_json_is_a_400(api):
@@ -116,7 +117,7 @@ def test_a_product_outside_the_keys_scopes_is_403(console_url, alice, acme):
     )
     assert response.status_code == 403
     assert _detail(response) == "This API key is not allowed to use chat."
-    assert not UsageRecord.objects.exists()
+    assert not usage_records().exists()
 
 
 def test_a_model_outside_the_allow_list_is_403_and_hidden_from_the_list(console_url, alice, acme):
@@ -197,7 +198,7 @@ def test_an_oversized_body_is_413_and_nothing_is_recorded(api):
     response = api.post("/chat/completions", json=huge)
     assert response.status_code == 413
     assert "too large" in _detail(response)
-    assert not UsageRecord.objects.exists()
+    assert not usage_records().exists()
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, 502), (502, 502), (503, 503)])
@@ -205,7 +206,7 @@ def test_upstream_failures_are_502_or_503_and_recorded(api, status, expected):
     response = api.post("/chat/completions", json=CHAT, headers={"x-sim-status": str(status)})
     assert response.status_code == expected
     assert "The upstream failed" in _detail(response)
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.status == expected and record.error
 
 
@@ -220,7 +221,7 @@ def test_an_upstream_timeout_is_504(api, upstream_fleet):
     response = api.post("/chat/completions", json=CHAT, headers={"x-sim-hang": "1"})
     assert response.status_code == 504
     assert "did not answer in time" in _detail(response)
-    assert UsageRecord.objects.get().status == 504
+    assert usage_records().get().status == 504
 
 
 def test_an_upstream_429_passes_its_retry_after_on(api, upstream_fleet):

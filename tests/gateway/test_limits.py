@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from console.actions import create_key
-from console.models import UsageRecord
+from tests.conftest import usage_records
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
@@ -27,7 +27,7 @@ def test_exactly_the_limit_gets_through_under_concurrent_calls(console_url, alic
     assert refused.headers["x-ratelimit-limit-requests"] == "7"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert "7 requests per minute" in refused.json()["detail"]
-    assert UsageRecord.objects.count() == 7
+    assert usage_records().count() == 7
 
 
 def test_every_response_carries_the_rate_limit_headers(console_url, alice, acme):

@@ -4,7 +4,7 @@ import anthropic
 import openai
 import pytest
 
-from console.models import UsageRecord
+from tests.conftest import usage_records
 
 
 def _openai(console_url: str, key: str) -> openai.OpenAI:
@@ -23,7 +23,7 @@ def test_openai_chat_completes_and_the_call_is_metered(console_url, api_key):
         max_tokens=50,
     )
     assert reply.choices[0].message.content
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.status == 200 and record.model == "mira" and record.product == "chat"
     assert record.tokens_in == reply.usage.prompt_tokens
     assert record.tokens_out == reply.usage.completion_tokens
@@ -38,7 +38,7 @@ def test_openai_chat_streams(console_url, api_key):
         c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
     ]
     assert len(pieces) > 3
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.stream and record.status == 200 and record.tokens_out > 0
 
 
@@ -46,7 +46,7 @@ def test_a_bad_key_raises_the_sdks_authentication_error(console_url, db):
     with pytest.raises(openai.AuthenticationError) as caught:
         _openai(console_url, "sk-mira-" + "0" * 46).models.list()
     assert "Invalid API key" in str(caught.value)
-    assert not UsageRecord.objects.exists()
+    assert not usage_records().exists()
 
 
 def test_openai_embeddings(console_url, api_key):
@@ -54,7 +54,7 @@ def test_openai_embeddings(console_url, api_key):
         model="mira-embed", input=["red apples", "green apples"]
     )
     assert len(result.data) == 2 and len(result.data[0].embedding) > 0
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.product == "embeddings" and record.tokens_in == result.usage.prompt_tokens
 
 
@@ -73,7 +73,7 @@ def test_anthropic_messages(console_url, api_key):
     assert message.role == "assistant" and message.content[0].type == "text"
     assert message.content[0].text and message.stop_reason in ("end_turn", "max_tokens")
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.endpoint == "/v1/messages" and record.tokens_out == message.usage.output_tokens
 
 
@@ -87,7 +87,7 @@ def test_anthropic_messages_stream(console_url, api_key):
     assert len(texts) > 3
     assert final.content[0].text == "".join(texts)
     assert final.usage.output_tokens > 0 and final.stop_reason in ("end_turn", "max_tokens")
-    assert UsageRecord.objects.get().stream
+    assert usage_records().get().stream
 
 
 def test_anthropic_bad_key_raises_its_authentication_error(console_url, db):
@@ -100,7 +100,7 @@ def test_anthropic_bad_key_raises_its_authentication_error(console_url, db):
 def test_responses_api(console_url, api_key):
     result = _openai(console_url, api_key).responses.create(model="mira", input="Say something")
     assert result.output_text
-    assert UsageRecord.objects.get().product == "responses"
+    assert usage_records().get().product == "responses"
 
 
 def test_openai_tools_json_mode_and_image_parts_pass_through(console_url, api_key):
@@ -149,4 +149,4 @@ def test_openai_tools_json_mode_and_image_parts_pass_through(console_url, api_ke
         ],
     )
     assert "image" in seen.choices[0].message.content.lower()
-    assert UsageRecord.objects.count() == 3
+    assert usage_records().count() == 3

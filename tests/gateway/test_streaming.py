@@ -9,6 +9,7 @@ import pytest
 from django.test import override_settings
 
 from console.models import UsageRecord
+from tests.conftest import usage_records
 from upstream.tokens import count_tokens
 
 CHAT = {
@@ -29,7 +30,7 @@ def api(console_url, api_key):
 def _wait_for_record(timeout: float = 10.0) -> UsageRecord:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = UsageRecord.objects.first()
+        record = usage_records().first()
         if record:
             return record
         time.sleep(0.05)
@@ -49,10 +50,10 @@ def test_chunks_reach_the_caller_before_the_reply_is_complete(api):
         first = next(line for line in lines if line.startswith("data: "))
         # The first chunk is here while the upstream is still producing the rest.
         assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
-        assert not UsageRecord.objects.exists()
+        assert not usage_records().exists()
         rest = list(lines)
     assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
-    assert UsageRecord.objects.get().status == 200
+    assert usage_records().get().status == 200
 
 
 def test_usage_is_relayed_only_when_asked_for(api):
@@ -63,7 +64,7 @@ def test_usage_is_relayed_only_when_asked_for(api):
     )
     usage = json.loads(asked[-2])["usage"]
     assert usage["completion_tokens"] > 0
-    records = list(UsageRecord.objects.order_by("created_at"))
+    records = list(usage_records().order_by("created_at"))
     assert records[1].tokens_out == usage["completion_tokens"]
     assert records[0].tokens_out == records[1].tokens_out  # usage was requested upstream both times
 
@@ -81,7 +82,7 @@ def test_a_caller_that_leaves_mid_stream_is_charged_for_what_was_delivered(api, 
             if len(delivered) >= 4:
                 break
     record = _wait_for_record()
-    assert UsageRecord.objects.count() == 1
+    assert usage_records().count() == 1
     assert record.status == 499 and record.stream
     assert 0 < record.tokens_out <= count_tokens("".join(delivered)) + 2
     # The upstream call was cancelled too, not left running.
@@ -100,7 +101,7 @@ def test_an_upstream_failure_mid_stream_ends_with_an_error_event(api):
     error = json.loads(events[-1])
     assert error["error"]["type"] == "api_error" and "upstream" in error["detail"].lower()
     assert len(events) >= 3
-    record = UsageRecord.objects.get()
+    record = usage_records().get()
     assert record.status == 502 and record.error
 
 
