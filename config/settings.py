@@ -325,4 +325,4 @@ DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]
 GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 0)
 # Finished calls are written to the database in batches, this often (console.books).
 # Tests write them when they ask (books.drain), so that nothing is written behind them.
-GATEWAY_BOOK_SECONDS = 0.0 if TESTING else env_float("GATEWAY_BOOK_SECONDS", 0.05)
+GATEWAY_BOOK_SECONDS = 0.0 if TESTING else env_float("GATEWAY_BOOK_SECONDS", 0.25)

@@ -38,10 +38,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from console import alerts, db, ledger, pricing
-from console.models import BillingAccount, UsageRecord
+from console.models import BillingAccount
 from console.usage import book as book_one
 from console.usage import cost_of, write_records
 
@@ -90,6 +90,7 @@ _queue: list[Booking] = []
 _wake = threading.Event()
 _timer: threading.Thread | None = None
 _stopping = threading.Event()
+_asleep = False
 
 
 # The call's path -------------------------------------------------------------------
@@ -181,10 +182,13 @@ def book(booking: Booking, *, wait: bool = False) -> Future | None:
         booking.done = Future()
     with _lock:
         _queue.append(booking)
+        wake = _asleep
     if wait:
         db.submit(flush)
     else:
         _start_timer()
+        if wake:
+            _wake.set()
     return booking.done
 
 
@@ -265,7 +269,7 @@ def _write_all(batch: list[Booking]) -> list[tuple[Booking, int]]:
             charges=[(b.fields["request_id"], b.held.api_key_id, c) for b, c in charged],
         )
         for booking, charge in charged:
-            records.append(UsageRecord(cost=charge, **booking.fields))
+            records.append(booking.fields | {"cost": charge})
         settled.extend(charged)
         if lease.monthly_limit and any(c for _, c in charged):
             alerts.check(workspace_id=lease.workspace_id, api_key_id=None)
@@ -315,11 +319,15 @@ def _give_back(*, give_back: bool) -> None:
 def _monthly_limits(workspace_ids: set[int]) -> dict[int, int | None]:
     if not workspace_ids:
         return {}
-    return dict(
-        BillingAccount.objects.filter(workspace_id__in=workspace_ids).values_list(
-            "workspace_id", "monthly_limit"
+    ids = list(workspace_ids)
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT workspace_id, monthly_limit FROM {BillingAccount._meta.db_table} "
+            f"WHERE workspace_id IN ({marks})",
+            ids,
         )
-    )
+        return dict(cursor.fetchall())
 
 
 def drain() -> None:
@@ -347,14 +355,20 @@ def _start_timer() -> None:
 
 
 def _tick() -> None:
-    """Flush on a database thread every GATEWAY_BOOK_SECONDS while there is work."""
+    """Flush on a database thread every GATEWAY_BOOK_SECONDS while there is work; asleep
+    (until the next booking wakes it) while there is none."""
+    global _asleep
     while not _stopping.is_set():
-        _wake.wait(settings.GATEWAY_BOOK_SECONDS)
-        _wake.clear()
         with _lock:
             busy = bool(_queue) or bool(_leases) or bool(_retired)
-        if not busy:
-            continue
+            _asleep = not busy
+        if _asleep:
+            _wake.wait()
+        else:
+            _wake.wait(settings.GATEWAY_BOOK_SECONDS)
+        _wake.clear()
+        if _stopping.is_set():
+            return
         try:
             db.submit(flush).result()
         except RuntimeError:

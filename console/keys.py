@@ -5,14 +5,18 @@ checksum. The checksum lets a mistyped or made-up key be refused without a datab
 query; only the SHA-256 hash of the whole secret is stored.
 
 Lookups go through two caches: a small one in this process, trusted for
-`LOCAL_SECONDS`, then Redis when `REDIS_URL` is set (the database otherwise). Every
-change to a key deletes its Redis entry, so a revoked key stops working on every
-worker within `LOCAL_SECONDS`, without a database query per call.
+`LOCAL_SECONDS` and then, up to `LOCAL_STALE_SECONDS`, still used while a fresh copy is
+fetched in the background; then Redis when `REDIS_URL` is set (the database otherwise).
+Every change to a key deletes its Redis entry, so a revoked key stops working on every
+worker within `LOCAL_STALE_SECONDS` (less than a second), without a database query on
+the path of a call.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -23,11 +27,16 @@ from django.conf import settings
 
 from console.shared import redis_client
 
+logger = logging.getLogger(__name__)
+
 PREFIX = "sk-mira-"
 _RANDOM_HEX = 40
 _CHECK_HEX = 6
 LENGTH = len(PREFIX) + _RANDOM_HEX + _CHECK_HEX
-LOCAL_SECONDS = 0.5
+LOCAL_SECONDS = 0.4
+LOCAL_STALE_SECONDS = 0.8
+_refreshing: set[str] = set()
+_tasks: set[asyncio.Task] = set()
 SHARED_SECONDS = 300
 
 
@@ -82,8 +91,7 @@ class KeyInfo:
         return not self.models or model in self.models
 
 
-_local: dict[str, KeyInfo | None] = {}
-_local_at: dict[str, float] = {}
+_local: dict[str, tuple[KeyInfo | None, float]] = {}  # hash: (key, when it was fetched)
 _sync_redis: dict[str, redis.Redis] = {}
 
 
@@ -94,7 +102,6 @@ def _shared_key(key_hash: str) -> str:
 def forget(key_hash: str) -> None:
     """Drop a key from both caches; called on every change to the key."""
     _local.pop(key_hash, None)
-    _local_at.pop(key_hash, None)
     if settings.REDIS_URL:
         client = _sync_redis.get(settings.REDIS_URL)
         if client is None:
@@ -123,9 +130,32 @@ def _decode(raw: str) -> KeyInfo | None:
 async def lookup(secret: str) -> KeyInfo | None:
     """The key for a secret, or None when it is unknown. Status is checked by the caller."""
     key_hash = hash_secret(secret)
-    now = time.monotonic()
-    if now - _local_at.get(key_hash, -1e9) < LOCAL_SECONDS:
-        return _local[key_hash]
+    info, fetched = _local.get(key_hash, (None, -1e9))
+    age = time.monotonic() - fetched
+    if age < LOCAL_SECONDS:
+        return info
+    if age < LOCAL_STALE_SECONDS:
+        # Still answered from here, while a fresh copy is fetched off the call's path.
+        if key_hash not in _refreshing:
+            _refreshing.add(key_hash)
+            task = asyncio.get_running_loop().create_task(_refresh(key_hash))
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+        return info
+    return await _fetch(key_hash)
+
+
+async def _refresh(key_hash: str) -> None:
+    try:
+        await _fetch(key_hash)
+    except Exception:
+        logger.exception("could not refresh a cached API key")
+    finally:
+        _refreshing.discard(key_hash)
+
+
+async def _fetch(key_hash: str) -> KeyInfo | None:
+    started = time.monotonic()
     client = redis_client()
     raw = await client.get(_shared_key(key_hash)) if client else None
     if raw is not None:
@@ -139,7 +169,6 @@ async def lookup(secret: str) -> KeyInfo | None:
             await client.set(_shared_key(key_hash), _encode(info), ex=SHARED_SECONDS)
     if len(_local) > 10_000:
         _local.clear()
-        _local_at.clear()
-    _local[key_hash] = info
-    _local_at[key_hash] = now
+    _local[key_hash] = (info, started)
+    return info
     return info

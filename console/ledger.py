@@ -12,6 +12,7 @@ are reserved against in the same way, on MonthlySpend rows.
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,8 +32,18 @@ class PaymentRequired(Exception):
     """A call that the balance or a budget cannot cover (HTTP 402)."""
 
 
+_this_month: tuple[int, str] = (-1, "")
+
+
 def month_of(moment: datetime | None = None) -> str:
-    return (moment or timezone.now()).strftime("%Y-%m")
+    """The month as budgets count it (UTC): `2026-11`."""
+    global _this_month
+    if moment is not None:
+        return moment.strftime("%Y-%m")
+    minute = int(time.time() // 60)  # asked on every call: worked out once a minute
+    if _this_month[0] != minute:
+        _this_month = (minute, timezone.now().strftime("%Y-%m"))
+    return _this_month[1]
 
 
 def account_for(workspace_id: int) -> BillingAccount:

@@ -3,6 +3,7 @@
 import time
 from datetime import date
 from functools import cache
+from types import SimpleNamespace
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -59,7 +60,7 @@ def _record_columns() -> tuple[str, list[tuple[str, object | None]]]:
     return columns, plan
 
 
-def _insert_records(cursor, records: list[UsageRecord]) -> None:
+def _insert_records(cursor, records: list) -> None:
     """Many usage records in one statement."""
     columns, plan = _record_columns()
     row = "(" + ", ".join(["%s"] * len(plan)) + ")"
@@ -134,8 +135,11 @@ def _touch_key(api_key_id: str) -> None:
     ApiKey.objects.filter(pk=api_key_id).update(last_used_at=timezone.now())
 
 
-def write_records(records: list[UsageRecord]) -> None:
-    """Usage records already charged, with their rollups (one update per day and dimensions)."""
+def write_records(rows: list[dict]) -> None:
+    """Usage records already charged (a record's fields, by attribute name, with its cost),
+    with their rollups: one update per day and dimensions."""
+    # Plain objects rather than model instances: these are written in bulk, in SQL.
+    records = [SimpleNamespace(**row) for row in rows]
     groups: dict[tuple[int, date, str], tuple[UsageRecord, list[int]]] = {}
     for record in records:
         key = (record.workspace_id, record.created_at.date(), _dimensions(record))
@@ -147,9 +151,11 @@ def write_records(records: list[UsageRecord]) -> None:
         else:
             groups[key] = (record, change)
     with connection.cursor() as cursor:
-        # In small statements: the driver lets other threads run while each executes.
-        for start in range(0, len(records), 25):
-            _insert_records(cursor, records[start : start + 25])
+        # In small statements, letting the event loop's thread in between: it waits for
+        # nothing but the interpreter's lock while a batch is written.
+        for start in range(0, len(records), 10):
+            _insert_records(cursor, records[start : start + 10])
+            time.sleep(0)
         for record, change in groups.values():
             _rollup(cursor, record, change)
     for key_id in {str(r.api_key_id) for r in records if r.api_key_id}:

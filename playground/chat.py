@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from console.models import Source, UsageRecord
 from gateway import pipeline
+from gateway.asgi import new_request_id
 from gateway.chat import PATH, prompt_tokens
 from gateway.errors import ApiError
 from gateway.relay import Relay, Translator, open_stream
@@ -23,10 +23,6 @@ from playground.models import Status
 from upstream.fleet import get_fleet
 
 logger = logging.getLogger(__name__)
-
-
-def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
 
 
 class ChunkTranslator(Translator):
