@@ -23,6 +23,7 @@ from django_htmx.http import replace_url
 from accounts.access import workspace_view
 from console import ledger
 from console.billing_forms import BudgetForm, CreditForm
+from console.books import LEASE_PREFIX
 from console.models import (
     AlertSent,
     ApiKey,
@@ -169,12 +170,15 @@ def _who(entries: list[LedgerEntry], workspace) -> None:
     for entry in entries:
         record = calls.get(entry.request_id)
         entry.tone = KIND_TONES.get(entry.kind, "")
+        entry.is_lease = entry.request_id.startswith(LEASE_PREFIX)
         if entry.created_by:
             entry.who, entry.who_detail = entry.created_by.display_name, ""
         elif record and record.api_key:
             entry.who, entry.who_detail = record.api_key.name, record.api_key.masked
         elif record and record.user:
             entry.who, entry.who_detail = record.user.display_name, record.get_source_display()
+        elif entry.is_lease:
+            entry.who, entry.who_detail = "API gateway", "for calls in progress"
         elif entry.request_id:
             entry.who, entry.who_detail = "Call in flight", ""
         else:

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 LEASE_IDLE = 2.0
 LEASE_MAX_AGE = 30.0
 LEASE_SHARE = 10  # a lease grows by 1/LEASE_SHARE of the balance when it can
+LEASE_PREFIX = "lease_"  # the request id of a lease's hold and ledger entries
 
 
 @dataclass(eq=False)
@@ -58,7 +59,7 @@ class Lease:
 
     workspace_id: int
     month: str
-    request_id: str = field(default_factory=lambda: f"lease_{uuid.uuid4().hex}")
+    request_id: str = field(default_factory=lambda: f"{LEASE_PREFIX}{uuid.uuid4().hex}")
     amount: int = 0  # held in the database
     in_use: int = 0  # set aside for calls not yet written
     monthly_limit: int | None = None

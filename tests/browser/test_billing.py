@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from console import ledger, usage
+from console import books, ledger, usage
 from console.actions import create_key
 from console.models import BillingAccount, LedgerEntry
 from tests.browser.conftest import screenshot, sign_in
@@ -123,6 +123,8 @@ def test_alice_sets_a_limit_and_alerts_then_removes_the_limit(alice, acme, new_p
 
 def test_the_ledger_filters_and_pages_in_place_with_real_addresses(alice, bob, acme, new_page):
     _a_month_of_use(acme, alice, bob)
+    # The API gateway is holding credit for calls in progress.
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=5_000, request_id="r")
     page = new_page()
     sign_in(page, "alice@example.com", PASSWORD)
     page.goto("/w/acme/billing/")
@@ -136,10 +138,13 @@ def test_the_ledger_filters_and_pages_in_place_with_real_addresses(alice, bob, a
     ledger_card.get_by_role("switch", name="Show holds and releases").click()
     expect(page).to_have_url(re.compile(r"/w/acme/billing/\?holds=1$"))
     expect(ledger_card.get_by_text("Hold released").first).to_be_visible()
+    expect(ledger_card.get_by_text("Credit held for calls in progress")).to_be_visible()
     assert page.evaluate("window.__still_here") is True
     page.go_back()
     expect(ledger_card.get_by_role("switch")).to_have_attribute("aria-checked", "false")
     assert page.errors == []
+    page.goto("/w/acme/billing/?holds=1#transactions")
+    screenshot(page, "billing-holds")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -8,7 +8,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.roles import Role
-from console import ledger, usage
+from console import books, ledger, usage
 from console.actions import create_key
 from console.models import AlertSent, AuditEvent, BillingAccount, EntryKind, LedgerEntry
 from tests.conftest import ACME_CREDIT, signed_in
@@ -399,6 +399,18 @@ def test_the_kind_filter_and_the_holds_toggle(acme, alice, alice_client):
     assert "Show holds and releases" not in page
     page = alice_client.get(URL).content.decode()
     assert 'href="/w/acme/billing/?holds=1"' in page and 'aria-checked="false"' in page
+
+
+def test_a_gateway_lease_shows_as_credit_held_for_calls_in_progress(acme, alice, alice_client):
+    held = books.hold(
+        workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=10_000, request_id="r1"
+    )
+    page = alice_client.get(URL + "?holds=1").content.decode()
+    row = page[page.index(f'id="entry-{LedgerEntry.objects.get(kind="hold").pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert "Credit held for calls in progress" in row and "API gateway" in row
+    assert held.lease.request_id not in row  # not a link to a call that does not exist
+    books.forget()
 
 
 def test_each_entry_shows_amount_balance_request_link_note_and_who(acme, alice, alice_client):
