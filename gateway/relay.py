@@ -25,7 +25,6 @@ from upstream.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 KEEPALIVE = b": keep-alive\n\n"
-_END = object()
 
 
 def sse(data: dict | str, event: str | None = None) -> bytes:
@@ -95,7 +94,6 @@ class Relay:
         self.translator = translator
         self.loop = asyncio.get_running_loop()
         self.closed = False
-        self.reader: asyncio.Future | None = None
 
     async def events(self) -> AsyncIterator:
         call, translator = self.call, self.translator
@@ -125,46 +123,29 @@ class Relay:
             await self.close()
 
     async def _with_keepalive(self) -> AsyncIterator[dict | None]:
-        """The upstream chunks, with None whenever nothing came for the keep-alive interval.
-
-        One task reads the upstream into a small queue, so that a wait on the queue can
-        time out (for a keep-alive) without cutting a chunk in half, and no task or
-        timer is made per chunk beyond the wait's own deadline.
-        """
-        queue: asyncio.Queue = asyncio.Queue(maxsize=64)
-        self.reader = asyncio.ensure_future(self._read(queue))
+        """The upstream chunks, with None whenever nothing came for the keep-alive interval."""
+        iterator = aiter(self.stream)
         interval = settings.GATEWAY_KEEPALIVE_SECONDS
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(interval):
-                        item = await queue.get()
-                except TimeoutError:
+        while True:
+            next_chunk = asyncio.ensure_future(anext(iterator))
+            try:
+                while True:
+                    done, _ = await asyncio.wait({next_chunk}, timeout=interval)
+                    if done:
+                        break
                     yield None
-                    continue
-                if item is _END:
-                    return
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            self.reader.cancel()
-
-    async def _read(self, queue: asyncio.Queue) -> None:
-        try:
-            async for chunk in self.stream:
-                await queue.put(chunk)
-        except Exception as exc:  # an UpstreamError, raised where the chunks are read
-            await queue.put(exc)
-        else:
-            await queue.put(_END)
+            except BaseException:
+                next_chunk.cancel()
+                raise
+            try:
+                yield next_chunk.result()
+            except StopAsyncIteration:
+                return
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.reader is not None:
-            self.reader.cancel()
         call, translator = self.call, self.translator
         try:
             await asyncio.shield(self.stream.__aexit__(None, None, None))
