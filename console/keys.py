@@ -37,6 +37,7 @@ LOCAL_SECONDS = 0.4
 LOCAL_STALE_SECONDS = 0.8
 _refreshing: set[str] = set()
 _tasks: set[asyncio.Task] = set()
+_fetching: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task] = {}
 SHARED_SECONDS = 300
 
 
@@ -155,6 +156,18 @@ async def _refresh(key_hash: str) -> None:
 
 
 async def _fetch(key_hash: str) -> KeyInfo | None:
+    """A fresh copy of a key; calls that need one at the same time share one lookup."""
+    loop = asyncio.get_running_loop()
+    pending = (loop, key_hash)
+    task = _fetching.get(pending)
+    if task is None:
+        task = loop.create_task(_fetch_now(key_hash))
+        _fetching[pending] = task
+        task.add_done_callback(lambda _task: _fetching.pop(pending, None))
+    return await asyncio.shield(task)
+
+
+async def _fetch_now(key_hash: str) -> KeyInfo | None:
     started = time.monotonic()
     client = redis_client()
     raw = await client.get(_shared_key(key_hash)) if client else None
