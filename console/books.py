@@ -43,7 +43,7 @@ from django.db import connection, transaction
 from console import alerts, db, ledger, pricing
 from console.models import BillingAccount
 from console.usage import book as book_one
-from console.usage import cost_of, write_records
+from console.usage import call_cost, write_records
 
 logger = logging.getLogger(__name__)
 
@@ -98,17 +98,19 @@ _asleep = False
 
 
 def hold_now(
-    *, workspace_id: int, api_key_id: str | None, amount: int, request_id: str
+    *,
+    workspace_id: int,
+    api_key_id: str | None,
+    key_budget: int | None,
+    amount: int,
+    request_id: str,
 ) -> ledger.Held | None:
-    """Set `amount` aside from this worker's lease, in memory; None when the lease cannot."""
-    month = ledger.month_of()
-    with _lock:
-        lease = _leases.get((workspace_id, month))
-        if lease is None or lease.free < amount:
-            return None
-        lease.in_use += amount
-        lease.used = time.monotonic()
-    return _held(lease, request_id, api_key_id, amount)
+    """Set `amount` aside from this worker's lease, in memory; None when that cannot be
+    done (no lease or not enough in it, or a key with a budget): `hold()` then can."""
+    if key_budget is not None:
+        return None
+    lease, _free = _take(workspace_id, ledger.month_of(), amount)
+    return _held(lease, request_id, api_key_id, amount) if lease else None
 
 
 def hold(
@@ -134,15 +136,13 @@ def hold(
     month = ledger.month_of()
     with _grow_lock:
         while True:
+            taken, free = _take(workspace_id, month, amount)
+            if taken:
+                return _held(taken, request_id, api_key_id, amount)
             with _lock:
-                lease = _leases.get((workspace_id, month))
-                if lease is not None and lease.free >= amount:
-                    lease.in_use += amount
-                    lease.used = time.monotonic()
-                    return _held(lease, request_id, api_key_id, amount)
-                free = lease.free if lease is not None else 0
-            if lease is None:
-                lease = Lease(workspace_id=workspace_id, month=month)
+                lease = _leases.get((workspace_id, month)) or Lease(
+                    workspace_id=workspace_id, month=month
+                )
             balance = ledger.account_for(workspace_id).balance
             try:
                 grown, limit = ledger.grow_lease(
@@ -163,6 +163,19 @@ def hold(
                 lease.monthly_limit = limit
                 lease.in_database = True
                 _leases[(workspace_id, month)] = lease
+
+
+def _take(workspace_id: int, month: str, amount: int) -> tuple[Lease | None, int]:
+    """(the lease `amount` was set aside from, or None; what the lease has free otherwise)."""
+    with _lock:
+        lease = _leases.get((workspace_id, month))
+        if lease is None:
+            return None, 0
+        if lease.free < amount:
+            return None, lease.free
+        lease.in_use += amount
+        lease.used = time.monotonic()
+        return lease, 0
 
 
 def _held(lease: Lease, request_id: str, api_key_id: str | None, amount: int) -> ledger.Held:
@@ -247,20 +260,12 @@ def _write_all(batch: list[Booking]) -> list[tuple[Booking, int]]:
             )
             settled.append((booking, 0))
             continue
-        f = booking.fields
-        cost = cost_of(
-            product=f["product"],
-            model=f["model"],
-            tokens_in=f["tokens_in"],
-            tokens_out=f["tokens_out"],
-            units=f["units"],
-            variant=booking.variant,
+        charge = ledger.chargeable(
+            booking.fields["request_id"],
+            call_cost(booking.fields, booking.variant),
+            booking.held.amount,
         )
-        if cost > booking.held.amount:
-            logger.warning(
-                "call %s cost %s, more than its hold %s", f["request_id"], cost, booking.held.amount
-            )
-        by_lease.setdefault(lease, []).append((booking, min(cost, booking.held.amount)))
+        by_lease.setdefault(lease, []).append((booking, charge))
     records = []
     for lease, charged in by_lease.items():
         ledger.charge_lease(
@@ -332,16 +337,16 @@ def _monthly_limits(workspace_ids: set[int]) -> dict[int, int | None]:
 
 
 def drain() -> None:
-    """Write everything queued and give back every unused lease, and wait (blocks: in
-    async code, `await adrain()`)."""
+    """Write everything queued and give back every unused lease, and wait."""
     db.submit(flush, give_back=True).result()
 
 
-async def adrain() -> None:
-    await db.run(flush, give_back=True)
-
-
 # The timer -------------------------------------------------------------------------
+
+
+def _pending() -> bool:
+    """Whether there is anything to write or give back (with `_lock` held)."""
+    return bool(_queue or _leases or _retired)
 
 
 def _start_timer() -> None:
@@ -361,8 +366,7 @@ def _tick() -> None:
     global _asleep
     while not _stopping.is_set():
         with _lock:
-            busy = bool(_queue) or bool(_leases) or bool(_retired)
-            _asleep = not busy
+            _asleep = not _pending()
         if _asleep:
             _wake.wait()
         else:
@@ -406,7 +410,7 @@ def forget() -> None:
 def _at_exit() -> None:
     """A stopping worker writes what it has queued and gives its leases back."""
     with _lock:
-        pending = bool(_queue) or bool(_leases) or bool(_retired)
+        pending = _pending()
     if pending and settings.configured:
         try:
             flush(give_back=True)

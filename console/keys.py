@@ -35,8 +35,6 @@ _CHECK_HEX = 6
 LENGTH = len(PREFIX) + _RANDOM_HEX + _CHECK_HEX
 LOCAL_SECONDS = 0.4
 LOCAL_STALE_SECONDS = 0.8
-_refreshing: set[str] = set()
-_tasks: set[asyncio.Task] = set()
 _fetching: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task] = {}
 SHARED_SECONDS = 300
 
@@ -136,35 +134,27 @@ async def lookup(secret: str) -> KeyInfo | None:
     if age < LOCAL_SECONDS:
         return info
     if age < LOCAL_STALE_SECONDS:
-        # Still answered from here, while a fresh copy is fetched off the call's path.
-        if key_hash not in _refreshing:
-            _refreshing.add(key_hash)
-            task = asyncio.get_running_loop().create_task(_refresh(key_hash))
-            _tasks.add(task)
-            task.add_done_callback(_tasks.discard)
+        _fetch(key_hash)  # answered from here while a fresh copy is fetched off the call's path
         return info
-    return await _fetch(key_hash)
+    return await asyncio.shield(_fetch(key_hash))
 
 
-async def _refresh(key_hash: str) -> None:
-    try:
-        await _fetch(key_hash)
-    except Exception:
-        logger.exception("could not refresh a cached API key")
-    finally:
-        _refreshing.discard(key_hash)
-
-
-async def _fetch(key_hash: str) -> KeyInfo | None:
-    """A fresh copy of a key; calls that need one at the same time share one lookup."""
+def _fetch(key_hash: str) -> asyncio.Task:
+    """The lookup of a fresh copy of a key: one at a time per key, shared by the calls
+    (and the background refresh) that need it."""
     loop = asyncio.get_running_loop()
     pending = (loop, key_hash)
     task = _fetching.get(pending)
     if task is None:
-        task = loop.create_task(_fetch_now(key_hash))
-        _fetching[pending] = task
-        task.add_done_callback(lambda _task: _fetching.pop(pending, None))
-    return await asyncio.shield(task)
+        task = _fetching[pending] = loop.create_task(_fetch_now(key_hash))
+        task.add_done_callback(lambda done: _fetched(pending, done))
+    return task
+
+
+def _fetched(pending: tuple[asyncio.AbstractEventLoop, str], task: asyncio.Task) -> None:
+    _fetching.pop(pending, None)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not look up an API key", exc_info=task.exception())
 
 
 async def _fetch_now(key_hash: str) -> KeyInfo | None:
@@ -183,5 +173,4 @@ async def _fetch_now(key_hash: str) -> KeyInfo | None:
     if len(_local) > 10_000:
         _local.clear()
     _local[key_hash] = (info, started)
-    return info
     return info

@@ -238,19 +238,32 @@ def hold(
         _insert_entries(
             cursor, [(workspace_id, EntryKind.HOLD.value, -amount, balance, request_id)]
         )
-        cursor.execute(
-            f"INSERT INTO {Hold._meta.db_table} (request_id, workspace_id, api_key_id, amount, month, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            [
-                request_id,
-                workspace_id,
-                _prep(Hold, "api_key", uuid.UUID(api_key_id)) if api_key_id else None,
-                amount,
-                month,
-                _prep(Hold, "created_at", timezone.now()),
-            ],
-        )
+        _insert_hold(cursor, request_id, workspace_id, api_key_id, amount, month)
     return Held(request_id, workspace_id, api_key_id, amount, month, limit)
+
+
+def _insert_hold(
+    cursor, request_id: str, workspace_id: int, api_key_id: str | None, amount: int, month: str
+) -> None:
+    cursor.execute(
+        f"INSERT INTO {Hold._meta.db_table} (request_id, workspace_id, api_key_id, amount, month, created_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        [
+            request_id,
+            workspace_id,
+            _prep(Hold, "api_key", uuid.UUID(api_key_id)) if api_key_id else None,
+            amount,
+            month,
+            _prep(Hold, "created_at", timezone.now()),
+        ],
+    )
+
+
+def chargeable(request_id: str, cost: int, held: int) -> int:
+    """What a call that held `held` is charged for costing `cost`: never more than its hold."""
+    if cost > held:
+        logger.warning("call %s cost %s, more than its hold %s", request_id, cost, held)
+    return min(cost, held)
 
 
 @transaction.atomic
@@ -269,9 +282,7 @@ def settle(*, request_id: str, cost: int, held: Held | None = None) -> int:
         cursor.execute(f"DELETE FROM {Hold._meta.db_table} WHERE request_id = %s", [request_id])
         if not cursor.rowcount:
             return 0
-        charge = min(cost, held.amount)
-        if cost > held.amount:
-            logger.warning("call %s cost %s, more than its hold %s", request_id, cost, held.amount)
+        charge = chargeable(request_id, cost, held.amount)
         workspace_id = held.workspace_id
         cursor.execute(
             f"UPDATE {BillingAccount._meta.db_table} SET balance = balance + %s WHERE workspace_id = %s "
@@ -319,18 +330,7 @@ def grow_lease(
                     cursor, [(workspace_id, EntryKind.HOLD.value, -amount, balance, lease_id)]
                 )
                 if new:
-                    cursor.execute(
-                        f"INSERT INTO {Hold._meta.db_table} "
-                        "(request_id, workspace_id, api_key_id, amount, month, created_at) "
-                        "VALUES (%s, %s, NULL, %s, %s, %s)",
-                        [
-                            lease_id,
-                            workspace_id,
-                            amount,
-                            month,
-                            _prep(Hold, "created_at", timezone.now()),
-                        ],
-                    )
+                    _insert_hold(cursor, lease_id, workspace_id, None, amount, month)
                 else:
                     cursor.execute(
                         f"UPDATE {Hold._meta.db_table} SET amount = amount + %s WHERE request_id = %s",

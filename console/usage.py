@@ -28,6 +28,18 @@ def cost_of(
     return cost
 
 
+def call_cost(fields: dict, variant: str = "") -> int:
+    """What a finished call costs, from its usage record's fields."""
+    return cost_of(
+        product=fields["product"],
+        model=fields["model"],
+        tokens_in=fields["tokens_in"],
+        tokens_out=fields["tokens_out"],
+        units=fields["units"],
+        variant=variant,
+    )
+
+
 _rollup_ids: dict[tuple[int, date, str], int] = {}
 _key_used_at: dict[str, float] = {}
 
@@ -157,7 +169,7 @@ def write_records(rows: list[dict]) -> None:
     with their rollups: one update per day and dimensions."""
     # Plain objects rather than model instances: these are written in bulk, in SQL.
     records = [SimpleNamespace(**row) for row in rows]
-    groups: dict[tuple[int, date, str], tuple[UsageRecord, list[int]]] = {}
+    groups: dict[tuple[int, date, str], tuple[SimpleNamespace, list[int]]] = {}
     for record in records:
         key = (record.workspace_id, record.created_at.date(), _dimensions(record))
         change = _change(record)
@@ -184,14 +196,7 @@ def book(
     *, variant: str = "", held: ledger.Held | None = None, key_budget: int | None = None, **fields
 ) -> UsageRecord:
     """Write the call's usage record, settle its hold to the actual cost, update the rollups."""
-    cost = cost_of(
-        product=fields["product"],
-        model=fields["model"],
-        tokens_in=fields["tokens_in"],
-        tokens_out=fields["tokens_out"],
-        units=fields["units"],
-        variant=variant,
-    )
+    cost = call_cost(fields, variant)
     charge = ledger.settle(request_id=fields["request_id"], cost=cost, held=held)
     fields.setdefault("created_at", timezone.now())
     record = UsageRecord(cost=charge, **fields)

@@ -172,7 +172,6 @@ class Call:
     error: str = ""
     variant: str = ""
     held: ledger.Held | None = None
-    nothing_to_hold: bool = False
     finished: bool = False
     upstream_headers: dict[str, str] | None = None
 
@@ -298,9 +297,7 @@ async def start(
         variant=variant,
         upstream_headers=fault_headers(request),
     )
-    call.held = _hold_now(call, max_tokens)
-    if call.held is None and not call.nothing_to_hold:
-        call.held = await db.run(_reserve, call, max_tokens)
+    call.held = await _hold(call, max_tokens)
     return call
 
 
@@ -318,21 +315,28 @@ def _worst_case(call: Call, max_tokens: int | None) -> int:
     return amount
 
 
-def _hold_now(call: Call, max_tokens: int | None) -> ledger.Held | None:
-    """The call's hold from this worker's lease, without leaving the event loop, if it can be."""
+async def _hold(call: Call, max_tokens: int | None) -> ledger.Held | None:
+    """The call's worst case, held from this worker's lease without leaving the event
+    loop when it can be, and on a database thread otherwise."""
+    if pricing.fresh():
+        amount = _worst_case(call, max_tokens)
+        if amount <= 0:
+            return None
+        held = books.hold_now(**_hold_args(call, amount))
+        if held is not None:
+            return held
+    return await db.run(_reserve, call, max_tokens)
+
+
+def _hold_args(call: Call, amount: int) -> dict:
     key = call.caller.key
-    if not pricing.fresh() or (key is not None and key.monthly_budget is not None):
-        return None
-    amount = _worst_case(call, max_tokens)
-    if amount <= 0:
-        call.nothing_to_hold = True
-        return None
-    return books.hold_now(
-        workspace_id=call.caller.workspace_id,
-        api_key_id=key.id if key else None,
-        amount=amount,
-        request_id=call.request_id,
-    )
+    return {
+        "workspace_id": call.caller.workspace_id,
+        "api_key_id": key.id if key else None,
+        "key_budget": key.monthly_budget if key else None,
+        "amount": amount,
+        "request_id": call.request_id,
+    }
 
 
 def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
@@ -340,14 +344,7 @@ def _reserve(call: Call, max_tokens: int | None) -> ledger.Held | None:
     amount = _worst_case(call, max_tokens)
     if amount <= 0:
         return None
-    key = call.caller.key
     try:
-        return books.hold(
-            workspace_id=call.caller.workspace_id,
-            api_key_id=key.id if key else None,
-            key_budget=key.monthly_budget if key else None,
-            amount=amount,
-            request_id=call.request_id,
-        )
+        return books.hold(**_hold_args(call, amount))
     except ledger.PaymentRequired as exc:
         raise ApiError(402, str(exc), code="insufficient_balance") from None

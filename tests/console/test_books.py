@@ -78,7 +78,7 @@ def test_a_lease_is_held_once_and_calls_take_from_it_in_memory(acme, django_asse
     assert ledger.balance_of(acme) == ACME_CREDIT - lease.amount
     with django_assert_num_queries(0):
         second = books.hold_now(
-            workspace_id=acme.pk, api_key_id=None, amount=5_000, request_id="r2"
+            workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=5_000, request_id="r2"
         )
     assert second is not None and second.lease is first.lease
 
@@ -126,7 +126,12 @@ def test_a_lease_no_call_uses_is_given_back_when_idle(acme, monkeypatch):
     monkeypatch.setattr(books, "LEASE_IDLE", 0.0)
     books.flush()
     assert not Hold.objects.exists()
-    assert books.hold_now(workspace_id=acme.pk, api_key_id=None, amount=1, request_id="r2") is None
+    assert (
+        books.hold_now(
+            workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r2"
+        )
+        is None
+    )
 
 
 def test_a_lease_taken_before_a_monthly_limit_is_not_used_after_it(acme):
@@ -134,7 +139,12 @@ def test_a_lease_taken_before_a_monthly_limit_is_not_used_after_it(acme):
     BillingAccount.objects.filter(workspace=acme).update(monthly_limit=8_000)
     books.flush()  # what the background writer does every few milliseconds
     # A call in flight keeps its hold; new calls may not use the old lease...
-    assert books.hold_now(workspace_id=acme.pk, api_key_id=None, amount=1, request_id="r2") is None
+    assert (
+        books.hold_now(
+            workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r2"
+        )
+        is None
+    )
     # ...and hold under the limit, which counts the old lease until it is given back.
     with pytest.raises(ledger.PaymentRequired, match="monthly budget of this workspace"):
         _hold(acme.pk, 5_000, "r3")
