@@ -157,20 +157,11 @@ class BudgetForm(forms.ModelForm):
         # Only these two columns: the balance on this instance may be stale by now.
         account.save(update_fields=self.Meta.fields)
         workspace = account.workspace
-        if before.monthly_limit != account.monthly_limit:
-            audit(
-                workspace=workspace,
-                actor=user,
-                action="billing.limit_changed",
-                old=before.monthly_limit,
-                new=account.monthly_limit,
-            )
-        if before.alert_thresholds != account.alert_thresholds:
-            audit(
-                workspace=workspace,
-                actor=user,
-                action="billing.thresholds_changed",
-                old=before.alert_thresholds,
-                new=account.alert_thresholds,
-            )
+        for field, action in (
+            ("monthly_limit", "billing.limit_changed"),
+            ("alert_thresholds", "billing.thresholds_changed"),
+        ):
+            old, new = getattr(before, field), getattr(account, field)
+            if old != new:
+                audit(workspace=workspace, actor=user, action=action, old=old, new=new)
         return account

@@ -25,6 +25,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUESTION = "Tell me a long story about rivers, deltas and the sea"
 
 
+async def _send(ws, text: str, *, conversation=None, settings: dict | None = None, **more):
+    """Send a message from the composer, as the page does (one column of mira by default)."""
+    await ws.send_json_to(
+        {
+            "type": "send",
+            "conversation": conversation,
+            "text": text,
+            "settings": settings_for() if settings is None else settings,
+            **more,
+        }
+    )
+
+
 async def _connected(headers, slug: str = "acme"):
     ws = communicator(headers, slug)
     connected, _ = await ws.connect()
@@ -35,9 +48,7 @@ async def _connected(headers, slug: str = "acme"):
 async def test_chunks_arrive_in_order_before_the_reply_ends(alice, alice_headers, slow_upstream):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": QUESTION, "settings": settings_for()}
-        )
+        await _send(ws, QUESTION)
         first = await frames_until(ws, "delta")
         assert first[0]["type"] == "conversation"
         # The first piece is on the page while the upstream is still writing the rest.
@@ -71,9 +82,7 @@ async def test_stop_cancels_the_upstream_call_and_books_it_once(
     cancelled = slow_upstream.stats()["streams_cancelled"]
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": QUESTION, "settings": settings_for()}
-        )
+        await _send(ws, QUESTION)
         await frames_until(ws, "delta")
         await frames_until(ws, "delta")
         await ws.send_json_to({"type": "stop"})
@@ -98,9 +107,7 @@ async def test_closing_the_page_cancels_the_reply_and_books_it_once(
 ):
     cancelled = slow_upstream.stats()["streams_cancelled"]
     ws = await _connected(alice_headers)
-    await ws.send_json_to(
-        {"type": "send", "conversation": None, "text": QUESTION, "settings": settings_for()}
-    )
+    await _send(ws, QUESTION)
     await frames_until(ws, "delta")
     await ws.disconnect()
 
@@ -115,14 +122,7 @@ async def test_closing_the_page_cancels_the_reply_and_books_it_once(
 async def test_compare_streams_each_column_as_its_own_call(alice, alice_headers, slow_upstream):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "Name three rivers",
-                "settings": settings_for("mira", "mira-pro"),
-            }
-        )
+        await _send(ws, "Name three rivers", settings=settings_for("mira", "mira-pro"))
         frames = await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -148,14 +148,7 @@ async def test_regenerating_keeps_the_earlier_reply_as_a_branch(
 ):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "reply with: one",
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "reply with: one")
         frames = await frames_until(ws, "idle")
         conversation = next(f["id"] for f in frames if f["type"] == "conversation")
         first = next(f["id"] for f in frames if f["type"] == "message")
@@ -201,14 +194,7 @@ async def test_editing_a_question_answers_it_again_beside_the_original(
 ):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "reply with: A",
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "reply with: A")
         frames = await frames_until(ws, "idle")
         conversation = next(f["id"] for f in frames if f["type"] == "conversation")
         question = await Message.objects.aget(role="user")
@@ -240,15 +226,7 @@ async def test_editing_a_question_answers_it_again_beside_the_original(
 async def test_an_image_is_sent_as_an_image_url_part(alice, alice_headers, upstream_fleet):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "What is in this picture?",
-                "images": [png_data_uri(3, 2)],
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "What is in this picture?", images=[png_data_uri(3, 2)])
         frames = await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -261,25 +239,9 @@ async def test_an_image_is_sent_as_an_image_url_part(alice, alice_headers, upstr
 async def test_a_bad_image_is_refused_with_a_clear_message(alice, alice_headers, upstream_fleet):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "Look",
-                "images": ["data:image/png;base64,aGVsbG8="],
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "Look", images=["data:image/png;base64,aGVsbG8="])
         problem = await ws.receive_json_from(timeout=5)
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "Look",
-                "images": ["data:application/pdf;base64,aGVsbG8="],
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "Look", images=["data:application/pdf;base64,aGVsbG8="])
         wrong_type = await ws.receive_json_from(timeout=5)
     finally:
         await ws.disconnect()
@@ -292,9 +254,7 @@ async def test_bad_settings_are_named(alice, alice_headers, upstream_fleet):
     ws = await _connected(alice_headers)
     try:
         settings = {"columns": [{"model": "mira", "temperature": 3}]}
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": "Hi", "settings": settings}
-        )
+        await _send(ws, "Hi", settings=settings)
         problem = await ws.receive_json_from(timeout=5)
     finally:
         await ws.disconnect()
@@ -307,9 +267,7 @@ async def test_an_empty_balance_shows_where_to_add_credit(charlie, upstream_flee
     headers = await sync_to_async(session_headers)(charlie)
     ws = await _connected(headers, "globex")
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": "Hello", "settings": settings_for()}
-        )
+        await _send(ws, "Hello")
         frames = await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -331,9 +289,7 @@ async def test_an_upstream_failure_is_shown_with_what_to_do(
     previous = set_fleet(failing)
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": "Hello", "settings": settings_for()}
-        )
+        await _send(ws, "Hello")
         frames = await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -381,14 +337,7 @@ async def test_nobody_can_continue_someone_elses_conversation(
 ):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "reply with: hi",
-                "settings": settings_for(),
-            }
-        )
+        await _send(ws, "reply with: hi")
         frames = await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -397,9 +346,7 @@ async def test_nobody_can_continue_someone_elses_conversation(
     headers = await sync_to_async(session_headers)(bob)
     ws = await _connected(headers)
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": conversation, "text": "x", "settings": settings_for()}
-        )
+        await _send(ws, "x", conversation=conversation)
         problem = await ws.receive_json_from(timeout=5)
         await ws.send_json_to({"type": "show", "conversation": conversation, "column": 0})
         shown = await ws.receive_json_from(timeout=5)
@@ -414,9 +361,7 @@ async def test_playground_calls_are_booked_as_the_member(alice, bob, upstream_fl
     headers = await sync_to_async(session_headers)(bob)
     ws = await _connected(headers)
     try:
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": "Hi", "settings": settings_for()}
-        )
+        await _send(ws, "Hi")
         await frames_until(ws, "idle")
     finally:
         await ws.disconnect()
@@ -429,32 +374,11 @@ async def test_playground_calls_are_booked_as_the_member(alice, bob, upstream_fl
 async def test_json_output_and_stop_sequences_are_passed_on(alice, alice_headers, upstream_fleet):
     ws = await _connected(alice_headers)
     try:
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "Name a river",
-                "settings": settings_for(response_format="json_object"),
-            }
-        )
+        await _send(ws, "Name a river", settings=settings_for(response_format="json_object"))
         frames = await frames_until(ws, "idle")
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "reply with: one two ### three",
-                "settings": settings_for(stop=["###"]),
-            }
-        )
+        await _send(ws, "reply with: one two ### three", settings=settings_for(stop=["###"]))
         stopped = await frames_until(ws, "idle")
-        await ws.send_json_to(
-            {
-                "type": "send",
-                "conversation": None,
-                "text": "x",
-                "settings": settings_for(response_format="json_schema", json_schema="[1"),
-            }
-        )
+        await _send(ws, "x", settings=settings_for(response_format="json_schema", json_schema="[1"))
         problem = await ws.receive_json_from(timeout=5)
     finally:
         await ws.disconnect()
@@ -475,9 +399,7 @@ async def test_a_member_demoted_to_viewer_is_cut_off(bob, upstream_fleet):
     ws = await _connected(headers)
     try:
         await Membership.objects.filter(user=bob).aupdate(role=Role.VIEWER)
-        await ws.send_json_to(
-            {"type": "send", "conversation": None, "text": "Hi", "settings": settings_for()}
-        )
+        await _send(ws, "Hi")
         problem = await ws.receive_json_from(timeout=5)
         closed = await ws.receive_output(timeout=5)
     finally:
