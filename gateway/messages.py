@@ -18,6 +18,7 @@ from gateway import chat, pipeline
 from gateway.errors import ApiError
 from gateway.http import endpoint, json_body, validate
 from gateway.relay import Translator, sse
+from upstream.sse import Chunk
 from upstream.tokens import count_tokens
 
 PATH = "/v1/messages"
@@ -252,11 +253,12 @@ class MessagesTranslator(Translator):
         self.block_kind = ""
         return [sse({"type": "content_block_stop", "index": self.block}, "content_block_stop")]
 
-    def chunk(self, chunk: dict) -> list[bytes]:
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
+    def chunk(self, chunk: Chunk) -> list[bytes]:
+        data = chunk.data
+        if data.get("usage"):
+            self.usage = data["usage"]
         events: list[bytes] = []
-        for choice in chunk.get("choices") or ():
+        for choice in data.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if text:

@@ -2,14 +2,13 @@
 
 The upstream stream is opened (its first chunk received) before the response starts,
 so that a failure up to then is an ordinary HTTP error and the fleet may still fail
-over. From then on each chunk is sent as soon as it arrives, a comment keeps the
-connection alive during long waits, an upstream failure ends the stream with an error
-event, and the call is finished exactly once: at the end, on error, and when the
-caller goes away.
+over. From then on each chunk is sent as soon as it arrives (chunks that arrive
+together go out in one write), a comment keeps the connection alive during long waits,
+an upstream failure ends the stream with an error event, and the call is finished
+exactly once: at the end, on error, and when the caller goes away.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,6 +19,8 @@ from gateway.errors import ApiError
 from gateway.pipeline import Call
 from upstream.errors import UpstreamError
 from upstream.fleet import UpstreamStream
+from upstream.sse import Chunk
+from upstream.sse import encode as sse
 from upstream.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -27,23 +28,22 @@ logger = logging.getLogger(__name__)
 KEEPALIVE = b": keep-alive\n\n"
 
 
-def sse(data: dict | str, event: str | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
-
-
 class Translator:
-    """Turns upstream chat chunks into what the caller's protocol expects (OpenAI SSE here).
+    """Turns upstream chat chunks into what the caller's protocol expects.
 
-    A subclass may yield other things than bytes (the playground's websocket relay
-    yields the chunks themselves); `Relay` passes on whatever the translator returns.
+    This one is for OpenAI-compatible callers, and passes each chunk on as the upstream
+    sent it: only a chunk that mentions usage is parsed, to record the usage (and to
+    leave it out when the caller did not ask for it). Subclasses for other protocols
+    read each chunk's `data`, and keep the text they send in `text`. A subclass may
+    yield other things than bytes (the playground's websocket relay yields the chunks
+    themselves); `Relay` passes on whatever `pack` returns.
     """
 
     def __init__(self, *, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.text: list[str] = []
         self.usage: dict | None = None
+        self.passed: list[Chunk] = []
 
     def start(self) -> list[bytes]:
         return []
@@ -52,20 +52,37 @@ class Translator:
         """What to send when the upstream has been quiet for the keep-alive interval."""
         return [KEEPALIVE]
 
-    def chunk(self, chunk: dict) -> list[bytes]:
-        usage = chunk.get("usage")
-        if usage:
-            self.usage = usage
-            if not self.include_usage and not chunk.get("choices"):
-                return []
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                self.text.append(content)
-        return [sse(chunk)]
+    def chunk(self, chunk: Chunk) -> list[bytes]:
+        if b'"usage"' in chunk.raw:
+            data = chunk.data
+            usage = data.get("usage")
+            if usage:
+                self.usage = usage
+                if not self.include_usage and not data.get("choices"):
+                    return []
+        self.passed.append(chunk)
+        return [b"data: " + chunk.raw + b"\n\n"]
+
+    def delivered_text(self) -> str:
+        """The text sent so far, for counting the tokens of a stream that ended early."""
+        text = list(self.text)
+        for chunk in self.passed:
+            try:
+                choices = chunk.data.get("choices") or ()
+            except ValueError:
+                continue  # not JSON: passed on as it came, but no text to count
+            for choice in choices:
+                content = (choice.get("delta") or {}).get("content")
+                if isinstance(content, str):
+                    text.append(content)
+        return "".join(text)
 
     def end(self) -> list[bytes]:
         return [b"data: [DONE]\n\n"]
+
+    def pack(self, parts: list) -> list:
+        """What to send for one batch's parts: here one piece of bytes, one write."""
+        return [b"".join(parts)] if parts else []
 
     def error(self, error: ApiError) -> list[bytes]:
         return [sse(error.body())]
@@ -96,51 +113,38 @@ class Relay:
         self.closed = False
 
     async def events(self) -> AsyncIterator:
-        call, translator = self.call, self.translator
+        """What to send, one item per batch of upstream chunks (see UpstreamStream.batch)."""
+        call, stream, translator = self.call, self.stream, self.translator
         call.status = 499  # until the stream ends, the caller may still leave
+        interval = settings.GATEWAY_KEEPALIVE_SECONDS
+        parts = translator.start()
         try:
-            for part in translator.start():
-                yield part
-            async for chunk in self._with_keepalive():
-                if chunk is None:
-                    for part in translator.keepalive():
-                        yield part
-                    continue
-                for part in translator.chunk(chunk):
-                    yield part
+            while (chunks := await stream.batch(interval)) is not None:
+                if not chunks:
+                    parts += translator.keepalive()
+                try:
+                    for chunk in chunks:
+                        parts += translator.chunk(chunk)
+                except ValueError:  # a chunk that is not a JSON object
+                    raise stream.malformed() from None
+                if stream.done:
+                    break  # the last chunks go out with the end of the stream
+                for item in translator.pack(parts):
+                    yield item
+                parts = []
             call.status = 200
             # Booked before the last event, so a caller that has read it finds the record.
             await self.close()
-            for part in translator.end():
-                yield part
+            parts += translator.end()
         except UpstreamError as exc:
             error = call.failed(exc)
             logger.warning("upstream failed mid-stream for %s: %s", call.request_id, exc)
             await self.close()
-            for part in translator.error(error):
-                yield part
+            parts += translator.error(error)
         finally:
             await self.close()
-
-    async def _with_keepalive(self) -> AsyncIterator[dict | None]:
-        """The upstream chunks, with None whenever nothing came for the keep-alive interval."""
-        iterator = aiter(self.stream)
-        interval = settings.GATEWAY_KEEPALIVE_SECONDS
-        while True:
-            next_chunk = asyncio.ensure_future(anext(iterator))
-            try:
-                while True:
-                    done, _ = await asyncio.wait({next_chunk}, timeout=interval)
-                    if done:
-                        break
-                    yield None
-            except BaseException:
-                next_chunk.cancel()
-                raise
-            try:
-                yield next_chunk.result()
-            except StopAsyncIteration:
-                return
+        for item in translator.pack(parts):
+            yield item
 
     async def close(self) -> None:
         if self.closed:
@@ -156,7 +160,7 @@ class Relay:
             call.tokens_out = translator.usage.get("completion_tokens", 0)
         else:
             # The stream did not reach its usage chunk: count what was delivered.
-            call.tokens_out = count_tokens("".join(translator.text))
+            call.tokens_out = count_tokens(translator.delivered_text())
         await call.finish()
 
     def close_soon(self) -> None:

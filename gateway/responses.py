@@ -11,6 +11,7 @@ from gateway.http import endpoint, json_body, validate
 from gateway.relay import Relay, Translator, open_stream, sse
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
+from upstream.sse import Chunk
 from upstream.tokens import count_tokens
 
 PATH = "/v1/responses"
@@ -30,17 +31,18 @@ class ResponsesRequest(BaseModel):
 class ResponsesTranslator(Translator):
     """Relays Responses API events; usage comes in the `response.completed` event."""
 
-    def chunk(self, chunk: dict) -> list[bytes]:
-        kind = chunk.get("type", "")
+    def chunk(self, chunk: Chunk) -> list[bytes]:
+        data = chunk.data
+        kind = data.get("type", "")
         if kind == "response.output_text.delta":
-            self.text.append(chunk.get("delta", ""))
-        usage = (chunk.get("response") or {}).get("usage")
+            self.text.append(data.get("delta", ""))
+        usage = (data.get("response") or {}).get("usage")
         if usage:
             self.usage = {
                 "prompt_tokens": usage.get("input_tokens", 0),
                 "completion_tokens": usage.get("output_tokens", 0),
             }
-        return [sse(chunk, event=kind or None)]
+        return [sse(data, event=kind or None)]
 
     def end(self) -> list[bytes]:
         return []

@@ -21,6 +21,7 @@ from gateway.errors import ApiError
 from gateway.relay import Relay, Translator, open_stream
 from playground.models import Status
 from upstream.fleet import get_fleet
+from upstream.sse import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +35,21 @@ class ChunkTranslator(Translator):
     def keepalive(self) -> list:
         return []
 
-    def chunk(self, chunk: dict) -> list:
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+    def chunk(self, chunk: Chunk) -> list:
+        data = chunk.data
+        if data.get("usage"):
+            self.usage = data["usage"]
+        for choice in data.get("choices") or ():
             content = (choice.get("delta") or {}).get("content")
             if content:
                 self.text.append(content)
-        return [chunk]
+        return [data]
 
     def end(self) -> list:
         return []
+
+    def pack(self, parts: list) -> list:
+        return parts
 
     def error(self, error: ApiError) -> list:
         return [error]

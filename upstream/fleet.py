@@ -40,7 +40,7 @@ import aiohttp
 
 from upstream.errors import FleetConfigError, UpstreamError
 from upstream.nodes import ModelRef, Node, NodeConfig, parse_model
-from upstream.sse import EventDecoder, parse_data
+from upstream.sse import Chunk, EventReader, is_done
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ _DRAIN_SECONDS = 0.25
 # so the simulator) closes it, so that a reused connection is not one being closed.
 _KEEPALIVE_SECONDS = 4.0
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# What UpstreamStream._ready_chunk returns when the next chunk has not been read yet.
+_MORE = object()
 _VERSIONED = re.compile(r"^/v[0-9]+(/|$)")
 
 
@@ -762,12 +764,13 @@ class UpstreamStream:
         self._timeouts = timeouts
         self._node: Node | None = None
         self._response: aiohttp.ClientResponse | None = None
-        self._decoder = EventDecoder()
-        self._lines: deque[str] = deque()
-        self._partial = b""
-        self._pending: dict[str, Any] | None = None
+        self._reader = EventReader()
+        self._ready: deque[bytes] = deque()
+        self._pending: Chunk | None = None
         self._deadline = 0.0
         self._finished = False
+        self._failure: UpstreamError | None = None
+        self._last_read = 0.0
         self._attempt_ms = 0.0
         self.node: str = ""
         self.status = 0
@@ -845,6 +848,7 @@ class UpstreamStream:
                             node, 502, "The upstream node did not answer with an event stream."
                         )
                     self._pending = await self._next_chunk(node, first=True)
+                    self._last_read = loop.time()
             except TimeoutError as exc:
                 raise fleet._timeout_error(node, "the first chunk", exc) from None
             except aiohttp.ClientError as exc:
@@ -858,56 +862,83 @@ class UpstreamStream:
         self.headers = response.headers
 
     def _reset_reader(self) -> None:
-        self._decoder = EventDecoder()
-        self._lines = deque()
-        self._partial = b""
+        self._reader = EventReader()
+        self._ready = deque()
         self._pending = None
         self._finished = False
+        self._failure = None
+        self._last_read = 0.0
 
-    async def _next_chunk(self, node: Node, *, first: bool = False) -> dict[str, Any] | None:
-        """The next parsed chunk, or None at `[DONE]` or the end of the body."""
-        assert self._response is not None
-        body = self._response.content
-        while True:
-            while self._lines:
-                event = self._decoder.feed(self._lines.popleft())
-                if event is None:
-                    continue
-                try:
-                    data = parse_data(event)
-                except ValueError:
-                    raise self._fleet._error(
-                        node, 502, "The upstream node sent a malformed event."
-                    ) from None
-                if data is None:
-                    self.done = True
-                    return None
-                error = data.get("error")
-                if data.get("type") == "error":
-                    error = data
-                if isinstance(error, dict) and "choices" not in data:
-                    code = error.get("code") if isinstance(error.get("code"), str) else None
-                    message = error.get("message")
-                    status = _status_for_stream_error(code) if first else 502
-                    raise self._fleet._error(
-                        node,
-                        status,
-                        message if isinstance(message, str) else "The upstream stream failed.",
-                        code=code,
-                    )
-                return data
-            if self._finished:
+    def _ready_chunk(self, node: Node, *, first: bool = False) -> Chunk | None | object:
+        """The next chunk among the events already read, None at `[DONE]` or the end of
+        the body, or `_MORE` when the next chunk has not arrived yet. Never waits.
+
+        A chunk is parsed here only when it may carry an error; the others are parsed
+        by whoever needs their content (`Chunk.data`), and a relay that passes them on
+        as they came never does.
+        """
+        if self._ready:
+            data = self._ready.popleft()
+            if is_done(data):
+                self.done = True
                 return None
-            piece = await body.readany()
-            if not piece:
-                self._finished = True
-                tail = self._partial.decode("utf-8", "replace")
-                self._partial = b""
-                self._lines = deque([tail, ""] if tail else [""])
-                continue
-            lines = (self._partial + piece).split(b"\n")
-            self._partial = lines.pop()
-            self._lines = deque(line.rstrip(b"\r").decode("utf-8", "replace") for line in lines)
+            chunk = Chunk(data)
+            if b'"error"' in data:
+                self._raise_if_error(node, self.parsed(chunk), first=first)
+            return chunk
+        return None if self._finished else _MORE
+
+    def parsed(self, chunk: Chunk) -> dict[str, Any]:
+        """A chunk's JSON object; UpstreamError (502) when the node sent something else."""
+        try:
+            return chunk.data
+        except ValueError:
+            raise self.malformed() from None
+
+    def malformed(self) -> UpstreamError:
+        detail = "The upstream node sent a malformed event."
+        node = self._node
+        return self._fleet._error(node, 502, detail) if node else UpstreamError(502, detail)
+
+    def _raise_if_error(self, node: Node, data: dict[str, Any], *, first: bool) -> None:
+        error = data.get("error")
+        if data.get("type") == "error":
+            error = data
+        if isinstance(error, dict) and "choices" not in data:
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            message = error.get("message")
+            raise self._fleet._error(
+                node,
+                _status_for_stream_error(code) if first else 502,
+                message if isinstance(message, str) else "The upstream stream failed.",
+                code=code,
+            )
+
+    async def _read(self) -> None:
+        """Wait for the next piece of the body and split it into events. Cancelling this
+        loses nothing: aiohttp keeps what arrived until the next read."""
+        assert self._response is not None
+        piece = await self._response.content.readany()
+        if piece:
+            self._ready.extend(self._reader.feed(piece))
+        else:
+            self._finished = True
+            self._ready.extend(self._reader.flush())
+
+    def _read_arrived(self) -> bool:
+        """Split what has arrived without waiting; False when nothing had."""
+        assert self._response is not None
+        piece = self._response.content.read_nowait()
+        if piece:
+            self._ready.extend(self._reader.feed(piece))
+            self._last_read = asyncio.get_running_loop().time()
+        return bool(piece)
+
+    async def _next_chunk(self, node: Node, *, first: bool = False) -> Chunk | None:
+        """The next chunk, or None at `[DONE]` or the end of the body."""
+        while (chunk := self._ready_chunk(node, first=first)) is _MORE:
+            await self._read()
+        return chunk  # type: ignore[return-value]
 
     def __aiter__(self) -> UpstreamStream:
         return self
@@ -916,7 +947,7 @@ class UpstreamStream:
         if self._pending is not None:
             chunk, self._pending = self._pending, None
             self.chunks += 1
-            return chunk
+            return self.parsed(chunk)
         node = self._node
         if node is None or self._response is None or self.done:
             raise StopAsyncIteration
@@ -931,7 +962,57 @@ class UpstreamStream:
         if chunk is None:
             raise StopAsyncIteration
         self.chunks += 1
-        return chunk
+        return self.parsed(chunk)
+
+    async def batch(self, wait: float) -> list[Chunk] | None:
+        """Every chunk that has arrived, waiting for the first one if none has.
+
+        Returns `[]` when nothing came within `wait` seconds (time for a keep-alive) and
+        None once the stream has ended. A relay that sends each batch at once sends a
+        chunk as soon as it arrives, in one write with the others that came with it.
+        Raises UpstreamError (after handing out the chunks that came before it) when the
+        upstream fails, and when it sends nothing for the idle timeout.
+        """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        chunks: list[Chunk] = []
+        if self._pending is not None:
+            chunks.append(self._pending)
+            self._pending = None
+        node = self._node
+        while node is not None and self._response is not None and not self.done:
+            try:
+                chunk = self._ready_chunk(node)
+            except UpstreamError as exc:
+                if not chunks:
+                    raise
+                self._failure = exc
+                break
+            if chunk is None:
+                break
+            if chunk is not _MORE:
+                chunks.append(chunk)  # type: ignore[arg-type]
+                continue
+            if self._read_arrived():
+                continue
+            if chunks:
+                break
+            loop = asyncio.get_running_loop()
+            idle_at = min(self._last_read + self._timeouts.idle, self._deadline)
+            wake_at = min(loop.time() + wait, idle_at)
+            try:
+                async with asyncio.timeout_at(wake_at):
+                    await self._read()
+            except TimeoutError as exc:
+                if wake_at < idle_at:
+                    return []
+                raise self._fleet._timeout_error(node, "the next chunk", exc) from None
+            except aiohttp.ClientError as exc:
+                raise self._fleet._connection_error(node, exc) from None
+            self._last_read = loop.time()
+        self.chunks += len(chunks)
+        return chunks or None
 
     async def __aexit__(
         self,

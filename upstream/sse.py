@@ -1,63 +1,83 @@
-"""Server-Sent Events: parse an upstream stream, and encode events for one."""
+"""Server-Sent Events: split an upstream stream into its events, and encode events for one.
+
+A relay passes most events on as they came, so an event's data stays bytes and is
+parsed as JSON only when something asks for it (`Chunk.data`).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-DONE = "[DONE]"
+DONE = b"[DONE]"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event: its `data` text (lines joined with newlines) and optional name."""
+class Chunk:
+    """The data of one event as the upstream sent it (`raw`), parsed on first use (`data`)."""
 
-    data: str
-    event: str | None = None
+    __slots__ = ("_data", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The JSON object the event carries; ValueError when it is not one."""
+        if self._data is None:
+            value = json.loads(self.raw)
+            if not isinstance(value, dict):
+                raise ValueError("an SSE data line did not hold a JSON object")
+            self._data = value
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.raw!r})"
 
 
-class EventDecoder:
-    """Turns lines of an SSE stream into events, one line at a time."""
+def is_done(data: bytes) -> bool:
+    """True for the `[DONE]` that ends an OpenAI-style stream."""
+    return data == DONE or (len(data) < 16 and data.strip() == DONE)
+
+
+class EventReader:
+    """Splits the bytes of an event stream, in pieces as they arrive, into the data of
+    each event (its `data:` lines joined by newlines). Comments and events without
+    data are skipped; `\\r\\n` and `\\r` line breaks are read as `\\n`."""
 
     def __init__(self) -> None:
-        self._data: list[str] = []
-        self._event: str | None = None
+        self._rest = b""
 
-    def feed(self, line: str) -> Event | None:
-        """Take one line (without its line break); return an event when one ends."""
-        if line == "":
-            if not self._data:
-                self._event = None
-                return None
-            event = Event("\n".join(self._data), self._event)
-            self._data = []
-            self._event = None
-            return event
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        return None
+    def feed(self, piece: bytes) -> list[bytes]:
+        data = self._rest + piece if self._rest else piece
+        keep = b""
+        if b"\r" in data:
+            if data.endswith(b"\r"):  # perhaps the first half of a \r\n
+                data, keep = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, rest = data.split(b"\n\n")
+        self._rest = rest + keep
+        return [value for value in map(_data_of, blocks) if value is not None]
 
-    def flush(self) -> Event | None:
-        """The last event when the stream ends without a blank line."""
-        return self.feed("")
+    def flush(self) -> list[bytes]:
+        """The last event, when the stream ended without a blank line after it."""
+        rest, self._rest = self._rest, b""
+        value = _data_of(rest.replace(b"\r", b""))
+        return [] if value is None else [value]
 
 
-def parse_data(event: Event) -> dict[str, Any] | None:
-    """The JSON object an event carries, or None for `[DONE]`."""
-    if event.data.strip() == DONE:
-        return None
-    value = json.loads(event.data)
-    if not isinstance(value, dict):
-        raise ValueError("an SSE data line did not hold a JSON object")
-    return value
+def _data_of(block: bytes) -> bytes | None:
+    """The data of one event's lines, or None when it has no `data:` line."""
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return block[6:]
+    data = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(data) if data else None
 
 
 def encode(data: dict[str, Any] | str, event: str | None = None) -> bytes:
