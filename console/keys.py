@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ PREFIX = "sk-mira-"
 _RANDOM_HEX = 40
 _CHECK_HEX = 6
 LENGTH = len(PREFIX) + _RANDOM_HEX + _CHECK_HEX
+_HEX = re.compile("[0-9a-f]+")
 LOCAL_SECONDS = 0.4
 LOCAL_STALE_SECONDS = 0.8
 _fetching: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task] = {}
@@ -53,7 +55,7 @@ def is_well_formed(secret: str) -> bool:
     if len(secret) != LENGTH or not secret.startswith(PREFIX):
         return False
     body = secret[len(PREFIX) :]
-    if any(c not in "0123456789abcdef" for c in body):
+    if not _HEX.fullmatch(body):
         return False
     return hmac.compare_digest(_checksum(body[:_RANDOM_HEX]), body[_RANDOM_HEX:])
 
@@ -127,9 +129,15 @@ def _decode(raw: str) -> KeyInfo | None:
 
 
 async def lookup(secret: str) -> KeyInfo | None:
-    """The key for a secret, or None when it is unknown. Status is checked by the caller."""
+    """The key for a secret, or None when it is unknown or could not be one (which costs
+    no query). Status is checked by the caller."""
     key_hash = hash_secret(secret)
-    info, fetched = _local.get(key_hash, (None, -1e9))
+    cached = _local.get(key_hash)
+    if cached is None:
+        if not is_well_formed(secret):
+            return None
+        return await asyncio.shield(_fetch(key_hash))
+    info, fetched = cached  # only well-formed secrets are cached: no need to check again
     age = time.monotonic() - fetched
     if age < LOCAL_SECONDS:
         return info

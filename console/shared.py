@@ -66,6 +66,15 @@ async def counter_add(key: str, amount: int, ttl: int) -> int:
     return int(value)
 
 
+def counter_add_task(key: str, amount: int, ttl: int) -> asyncio.Task | None:
+    """`counter_add` that no cancellation can interrupt: done at once in this process
+    (None), or in a task of its own with Redis (returned, for the caller to await)."""
+    if redis_client() is None:
+        memory_counters.add(key, amount, ttl)
+        return None
+    return asyncio.ensure_future(counter_add(key, amount, ttl))
+
+
 async def counter_get(key: str) -> int:
     client = redis_client()
     if client is None:

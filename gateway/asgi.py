@@ -94,6 +94,12 @@ class GatewayHandler(ASGIHandler):
     hop to a thread for every 4xx answer: errors are the caller's, in its response.
     """
 
+    async def __call__(self, scope, receive, send) -> None:
+        # Django wraps each request in a ThreadSensitiveContext for the sync code its
+        # middleware and views may run; the API runs none (its database work has
+        # threads of its own, console.db).
+        await self.handle(scope, receive, send)
+
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []
         self._template_response_middleware = []

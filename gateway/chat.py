@@ -77,11 +77,11 @@ def message_text(messages: list[dict]) -> str:
 
 async def complete(call: pipeline.Call, body: dict) -> dict:
     """A non-streamed chat completion through the fleet, booked on `call`."""
-    return (await forward(call, body))[0]
+    return (await forward(call, body)).json()
 
 
-async def forward(call: pipeline.Call, body: dict) -> tuple[dict, UpstreamResponse]:
-    """The upstream's answer to a chat completion, parsed and as it came, booked on `call`."""
+async def forward(call: pipeline.Call, body: dict) -> UpstreamResponse:
+    """The upstream's answer to a chat completion, as it came, its usage noted on `call`."""
     try:
         response = await get_fleet().request(
             "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
@@ -90,11 +90,10 @@ async def forward(call: pipeline.Call, body: dict) -> tuple[dict, UpstreamRespon
         raise call.failed(exc) from None
     call.node, call.status = response.node, response.status
     call.first_byte()
-    data = response.json()
-    usage = data.get("usage") or {}
+    usage = response.usage()
     call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
     call.tokens_out = usage.get("completion_tokens", 0)
-    return data, response
+    return response
 
 
 async def stream(call: pipeline.Call, body: dict, translator: Translator) -> HttpResponse:
@@ -124,8 +123,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         include_usage = bool((spec.stream_options or {}).get("include_usage"))
         return await stream(call, body, Translator(include_usage=include_usage))
     try:
-        _data, response = await forward(call, body)
+        response = await forward(call, body)
     finally:
         await call.finish()
-    # The upstream's bytes as they came: parsing was for the usage, not for re-encoding.
+    # The upstream's bytes as they came.
     return HttpResponse(response.content, content_type="application/json")

@@ -39,7 +39,7 @@ def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:
 
 def json_body(request: HttpRequest) -> dict:
     """The request's JSON object; 413 when too large, 400 when not a JSON object."""
-    length = int(request.headers.get("content-length") or 0)
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > settings.GATEWAY_MAX_JSON_BYTES:
         raise _too_large()
     try:

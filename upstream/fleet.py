@@ -67,6 +67,7 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # What UpstreamStream._ready_chunk returns when the next chunk has not been read yet.
 _MORE = object()
 _VERSIONED = re.compile(r"^/v[0-9]+(/|$)")
+_USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,21 @@ class UpstreamResponse:
 
     def json(self) -> Any:
         return jsonlib.loads(self.content)
+
+    def usage(self) -> dict[str, Any]:
+        """The answer's top-level `usage` object ({} when it has none).
+
+        When the body holds one flat `"usage": {...}`, only that is parsed: a relay that
+        sends the body on as it came does not need the rest. (Inside a JSON string a
+        quote is escaped, so `"usage"` there cannot match.)
+        """
+        found = _USAGE.findall(self.content)
+        if len(found) == 1:
+            usage = jsonlib.loads(found[0])
+        else:
+            body = self.json()
+            usage = body.get("usage") if isinstance(body, dict) else None
+        return usage if isinstance(usage, dict) else {}
 
     @property
     def content_type(self) -> str:
@@ -611,8 +627,11 @@ class Fleet:
                 first_byte_ms = (time.perf_counter() - started) * 1000
                 try:
                     phase = "the response body"
-                    async with asyncio.timeout_at(deadline):
+                    if response.content.is_eof():  # all here already: no timer needed
                         body = await response.read()
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            body = await response.read()
                 finally:
                     # Back to the pool once the body is read; closed if it was not.
                     response.release()

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from tests.upstream_fixtures import TEST_KEY, wait_for
 from upstream import client
 from upstream.errors import FleetConfigError, UpstreamError
-from upstream.fleet import Fleet, get_fleet, set_fleet
+from upstream.fleet import Fleet, UpstreamResponse, get_fleet, set_fleet
 from upstream.nodes import parse_model
 
 HELLO = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}]}
@@ -236,3 +236,30 @@ async def test_a_file_on_another_host_is_downloaded_without_the_key(start_simula
         )
     assert refused.status_code == 401
     await fleet.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "usage"),
+    [
+        (
+            b'{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}',
+            {"prompt_tokens": 7, "completion_tokens": 5},
+        ),
+        # Nested details: the whole body is parsed instead.
+        (
+            b'{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}',
+            {"prompt_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1}},
+        ),
+        # A reply that quotes a usage object is text, not the answer's usage.
+        (
+            b'{"choices":[{"message":{"content":"\\"usage\\": {\\"prompt_tokens\\": 99}"}}],'
+            b'"usage":{"prompt_tokens":4}}',
+            {"prompt_tokens": 4},
+        ),
+        (b'{"data":[]}', {}),
+        (b'{"usage":null}', {}),
+    ],
+)
+def test_an_answer_s_usage_is_read_with_or_without_parsing_all_of_it(body, usage):
+    response = UpstreamResponse(status=200, headers={}, content=body, node="n", latency_ms=1.0)
+    assert response.usage() == usage
