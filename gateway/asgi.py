@@ -6,11 +6,13 @@ handler runs one async step instead: request id, version, routing, method, error
 """
 
 import asyncio
+import io
 import logging
 import os
 import time
-from contextlib import closing
+from contextlib import aclosing, closing
 from functools import lru_cache
+from typing import BinaryIO
 
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
@@ -55,12 +57,22 @@ async def handle(request: HttpRequest) -> HttpResponseBase:
         response = ApiError(500, "Internal server error.", code="internal_error").response(
             anthropic=anthropic
         )
-    response["x-request-id"] = request.request_id
     for name, value in extra_headers.items():
         response[name] = value
-    for name, value in getattr(request, "rate_limit_headers", {}).items():
-        response.setdefault(name, value)
     return response
+
+
+def _headers(request: HttpRequest, response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    """The response's headers for ASGI, with the request id and the rate limits added
+    here, as bytes, rather than through the response's case-insensitive header map."""
+    headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+    headers.append((b"x-request-id", request.request_id.encode()))
+    for name, value in getattr(request, "rate_limit_headers", {}).items():
+        if name not in response:  # a 429 carries its own
+            headers.append((name.encode(), value.encode()))
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.OutputString().encode("ascii")))
+    return headers
 
 
 @lru_cache(maxsize=512)
@@ -106,13 +118,34 @@ class GatewayHandler(ASGIHandler):
         self._exception_middleware = []
         self._middleware_chain = handle
 
+    async def read_body(self, receive) -> BinaryIO:
+        """The body in memory when it came in one message (an API call's JSON); Django's
+        spooled file, which moves to disk when large, when it comes in several."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        if not message.get("more_body", False):
+            return io.BytesIO(message.get("body", b""))
+        first: dict | None = message
+
+        async def replay() -> dict:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()
+
+        return await super().read_body(replay)
+
     async def handle(self, scope, receive, send) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         with closing(body_file):
-            set_script_prefix(get_script_prefix(scope))
+            prefix = get_script_prefix(scope)
+            if prefix:  # served under a path prefix (otherwise "/", the default, holds)
+                set_script_prefix(prefix)
             request, error_response = self.create_request(scope, body_file)
             if request is None:
                 await self.send_response(error_response, send)
@@ -121,21 +154,31 @@ class GatewayHandler(ASGIHandler):
             response = await handle(request)
             response._resource_closers.append(request.close)
             try:
+                start = {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": _headers(request, response),
+                }
                 if response.streaming:
-                    await self._relay(response, receive, send)
+                    await self._relay(response, start, receive, send)
                 else:
                     # Sent at once. A caller that left while the upstream was answering
                     # misses the answer, and the call is booked like any other.
-                    await self.send_response(response, send)
+                    await send(start)
+                    await send({"type": "http.response.body", "body": response.content})
             finally:
                 _close(response)
 
-    async def _relay(self, response: HttpResponseBase, receive, send) -> None:
+    async def _relay(self, response: HttpResponseBase, start: dict, receive, send) -> None:
         """Send a stream while listening for the caller leaving, which stops it."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.listen_for_disconnect(receive))
-                await self.send_response(response, send)
+                await send(start)
+                async with aclosing(aiter(response)) as parts:
+                    async for part in parts:
+                        await send({"type": "http.response.body", "body": part, "more_body": True})
+                await send({"type": "http.response.body"})
                 raise _Processed
         except* (_Processed, RequestAborted):
             pass

@@ -38,9 +38,17 @@ def _http_date(day: date) -> str:
     return format_datetime(datetime.combine(day, time(0), tzinfo=UTC), usegmt=True)
 
 
+_configured: tuple[object, dict[str, Version]] = (None, {})
+
+
 def configured() -> dict[str, Version]:
+    """The versions in settings.API_VERSIONS, built again only when that setting changes."""
+    global _configured
+    specs = settings.API_VERSIONS
+    if _configured[0] is specs:
+        return _configured[1]
     versions = {}
-    for name, spec in settings.API_VERSIONS.items():
+    for name, spec in specs.items():
         versions[name] = Version(
             name=name,
             serves=spec.get("serves", name),
@@ -48,6 +56,7 @@ def configured() -> dict[str, Version]:
             sunset=spec.get("sunset"),
             link=spec.get("link", ""),
         )
+    _configured = (specs, versions)
     return versions
 
 

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from console.actions import create_key
-from tests.conftest import usage_records
+from tests.conftest import usage_records, within_one_minute
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
@@ -18,6 +18,7 @@ def _post(url: str, secret: str) -> httpx.Response:
 
 def test_exactly_the_limit_gets_through_under_concurrent_calls(console_url, alice, acme):
     _key, secret = create_key(workspace=acme, name="limited", created_by=alice, rpm_limit=7)
+    within_one_minute()
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(lambda _: _post(console_url, secret), range(20)))
     statuses = sorted(r.status_code for r in responses)
@@ -34,6 +35,7 @@ def test_every_response_carries_the_rate_limit_headers(console_url, alice, acme)
     _key, secret = create_key(
         workspace=acme, name="limited", created_by=alice, rpm_limit=5, tpm_limit=1000
     )
+    within_one_minute()
     first = _post(console_url, secret)
     second = _post(console_url, secret)
     assert first.headers["x-ratelimit-limit-requests"] == "5"
@@ -47,6 +49,7 @@ def test_every_response_carries_the_rate_limit_headers(console_url, alice, acme)
 
 def test_the_token_limit_refuses_calls_once_spent(console_url, alice, acme):
     _key, secret = create_key(workspace=acme, name="few tokens", created_by=alice, tpm_limit=5)
+    within_one_minute()
     assert _post(console_url, secret).status_code == 200
     refused = _post(console_url, secret)
     assert refused.status_code == 429
@@ -56,6 +59,7 @@ def test_the_token_limit_refuses_calls_once_spent(console_url, alice, acme):
 def test_limits_are_per_key(console_url, alice, acme):
     _a, first = create_key(workspace=acme, name="a", created_by=alice, rpm_limit=1)
     _b, second = create_key(workspace=acme, name="b", created_by=alice, rpm_limit=1)
+    within_one_minute()
     assert _post(console_url, first).status_code == 200
     assert _post(console_url, first).status_code == 429
     assert _post(console_url, second).status_code == 200

@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from console.actions import create_key
 from console.models import ApiKey
-from tests.conftest import free_port
+from tests.conftest import free_port, within_one_minute
 from tests.upstream_fixtures import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +98,7 @@ def test_a_revoked_key_stops_on_every_worker_within_a_second(workers, redis_url,
 
 def test_a_rate_limit_is_exact_across_workers(workers, alice, acme):
     _key, secret = create_key(workspace=acme, name="limited", created_by=alice, rpm_limit=10)
+    within_one_minute()
     with ThreadPoolExecutor(max_workers=30) as pool:
         statuses = list(pool.map(lambda _: _post(workers, secret), range(30)))
     assert statuses.count(200) == 10 and statuses.count(429) == 20
