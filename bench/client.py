@@ -62,6 +62,7 @@ class _Protocol(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self.keep_alive = False
         self.first_body_at = 0.0
         self.parts: list[bytes] = []
         self.tail = b""
@@ -87,6 +88,8 @@ class _Protocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        # Read here: once the message is complete the parser has forgotten it.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         if not self.first_body_at:
@@ -156,7 +159,7 @@ class Connection:
         finally:
             protocol.waiter = None
         ended = time.perf_counter()
-        if not protocol.parser.should_keep_alive():
+        if not protocol.keep_alive:
             self.close()
         first = protocol.first_body_at or ended
         body = b"".join(protocol.parts) if self.keep_body else protocol.tail

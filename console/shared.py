@@ -75,9 +75,14 @@ def counter_add_task(key: str, amount: int, ttl: int) -> asyncio.Task | None:
     return asyncio.ensure_future(counter_add(key, amount, ttl))
 
 
-async def counter_get(key: str) -> int:
+async def counter_add_and_get(key: str, amount: int, ttl: int, other: str) -> tuple[int, int]:
+    """`counter_add` on `key`, and the value of the counter `other`, in one round trip."""
     client = redis_client()
     if client is None:
-        return memory_counters.get(key)
-    value = await client.get(key)
-    return int(value or 0)
+        return memory_counters.add(key, amount, ttl), memory_counters.get(other)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.incrby(key, amount)
+        pipe.expire(key, ttl, nx=True)
+        pipe.get(other)
+        value, _, other_value = await pipe.execute()
+    return int(value), int(other_value or 0)

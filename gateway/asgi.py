@@ -67,9 +67,12 @@ def _headers(request: HttpRequest, response: HttpResponseBase) -> list[tuple[byt
     here, as bytes, rather than through the response's case-insensitive header map."""
     headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
     headers.append((b"x-request-id", request.request_id.encode()))
-    for name, value in getattr(request, "rate_limit_headers", {}).items():
-        if name not in response:  # a 429 carries its own
-            headers.append((name.encode(), value.encode()))
+    limits = getattr(request, "rate_limit_headers", None)
+    if limits:
+        own = {name.lower() for name in response.headers} if len(headers) > 2 else ()
+        for name, value in limits.items():
+            if name not in own:  # a 429 carries its own
+                headers.append((name.encode(), value.encode()))
     for cookie in response.cookies.values():
         headers.append((b"Set-Cookie", cookie.OutputString().encode("ascii")))
     return headers

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from console import books, db, keys, ledger, pricing
 from console.keys import KeyInfo
-from console.shared import counter_add, counter_add_task, counter_get
+from console.shared import counter_add_and_get, counter_add_task
 from console.usage import cost_of
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
@@ -124,8 +124,7 @@ async def limit(caller: Caller, request: HttpRequest | None = None) -> None:
     """Count the call against the caller's requests- and tokens-per-minute; 429 when over."""
     minute, reset = _window()
     base = f"rl:{caller.limit_id}:{minute}"
-    requests = await counter_add(f"{base}:r", 1, 61)
-    tokens = await counter_get(f"{base}:t")
+    requests, tokens = await counter_add_and_get(f"{base}:r", 1, 61, f"{base}:t")
     rpm, tpm = caller.rpm_limit, caller.tpm_limit
     headers = {
         "x-ratelimit-limit-requests": str(rpm),
