@@ -111,6 +111,7 @@ class Relay:
         self.translator = translator
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.booked = False
 
     async def events(self) -> AsyncIterator:
         """What to send, one item per batch of upstream chunks (see UpstreamStream.batch)."""
@@ -133,28 +134,26 @@ class Relay:
                     yield item
                 parts = []
             call.status = 200
-            # Booked before the last event, so a caller that has read it finds the record.
-            await self.close()
+            # Booked before the last event, so that a caller that has read it finds the
+            # call booked. The upstream connection is closed once that event is sent.
+            await self._book()
             parts += translator.end()
         except UpstreamError as exc:
             error = call.failed(exc)
             logger.warning("upstream failed mid-stream for %s: %s", call.request_id, exc)
             await self.close()
             parts += translator.error(error)
-        finally:
+        except BaseException:  # the caller left, or the task was cancelled
             await self.close()
+            raise
         for item in translator.pack(parts):
             yield item
 
-    async def close(self) -> None:
-        if self.closed:
+    async def _book(self) -> None:
+        if self.booked:
             return
-        self.closed = True
+        self.booked = True
         call, translator = self.call, self.translator
-        try:
-            await asyncio.shield(self.stream.__aexit__(None, None, None))
-        except Exception:
-            logger.exception("closing the upstream stream for %s", call.request_id)
         if translator.usage:
             call.tokens_in = translator.usage.get("prompt_tokens", call.tokens_in)
             call.tokens_out = translator.usage.get("completion_tokens", 0)
@@ -163,8 +162,20 @@ class Relay:
             call.tokens_out = count_tokens(translator.delivered_text())
         await call.finish()
 
+    async def close(self) -> None:
+        """Close the upstream stream and book the call (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await asyncio.shield(self.stream.__aexit__(None, None, None))
+        except Exception:
+            logger.exception("closing the upstream stream for %s", self.call.request_id)
+        await self._book()
+
     def close_soon(self) -> None:
-        """Called by Django when it closes the response, possibly before iterating it."""
+        """Called when the response is closed: after the stream was sent, or before it
+        was iterated at all."""
         if not self.closed:
             asyncio.run_coroutine_threadsafe(self.close(), self.loop)
 

@@ -10,6 +10,8 @@ from django.test import override_settings
 
 from console.models import UsageRecord
 from tests.conftest import usage_records
+from tests.upstream_fixtures import wait_for
+from upstream.fleet import get_fleet
 from upstream.tokens import count_tokens
 
 CHAT = {
@@ -54,6 +56,15 @@ def test_chunks_reach_the_caller_before_the_reply_is_complete(api):
         rest = list(lines)
     assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
     assert usage_records().get().status == 200
+
+
+def test_a_finished_stream_is_closed_upstream_once_sent(api):
+    for _ in range(3):
+        text = api.post("/chat/completions", json=CHAT).text
+        assert text.endswith("data: [DONE]\n\n")
+    assert usage_records().filter(status=200).count() == 3
+    # The fleet counts a stream as outstanding on its node until it is closed.
+    assert wait_for(lambda: [node["outstanding"] for node in get_fleet().state()] == [0])
 
 
 def test_usage_is_relayed_only_when_asked_for(api):
