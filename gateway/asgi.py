@@ -96,10 +96,6 @@ def _close(response: HttpResponseBase) -> None:
     response.closed = True
 
 
-class _Processed(Exception):
-    pass
-
-
 class GatewayHandler(ASGIHandler):
     """Django's ASGI handler, minus what the API does not use.
 
@@ -173,15 +169,34 @@ class GatewayHandler(ASGIHandler):
                 _close(response)
 
     async def _relay(self, response: HttpResponseBase, start: dict, receive, send) -> None:
-        """Send a stream while listening for the caller leaving, which stops it."""
+        """Send a stream, and stop it if the caller leaves.
+
+        A task waits for the caller's disconnect and cancels this one. (Not a TaskGroup:
+        the exception that ends one would leave a reference cycle behind every stream,
+        for the garbage collector to find.)
+        """
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        state = {"sending": True, "left": False}
+
+        async def watch() -> None:
+            message = await receive()
+            if message["type"] == "http.disconnect" and state["sending"]:
+                state["left"] = True
+                streaming.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.listen_for_disconnect(receive))
-                await send(start)
-                async with aclosing(aiter(response)) as parts:
-                    async for part in parts:
-                        await send({"type": "http.response.body", "body": part, "more_body": True})
-                await send({"type": "http.response.body"})
-                raise _Processed
-        except* (_Processed, RequestAborted):
-            pass
+            await send(start)
+            async with aclosing(aiter(response)) as parts:
+                async for part in parts:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+            state["sending"] = False
+            await send({"type": "http.response.body"})
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise
+            streaming.uncancel()  # the caller left: the stream is over, not this worker
+        finally:
+            state["sending"] = False
+            watcher.cancel()
