@@ -123,6 +123,7 @@ class Connection:
         self.port = port
         self.keep_body = keep_body
         self._protocol: _Protocol | None = None
+        self.connects = 0  # how many times it connected: once, unless the server closed
 
     async def connect(self) -> None:
         """Open (or reopen) the connection."""
@@ -132,6 +133,7 @@ class Connection:
             lambda: _Protocol(self.keep_body), self.host, self.port
         )
         self._protocol = protocol
+        self.connects += 1
 
     def close(self) -> None:
         """Close the connection; a later `request()` reconnects."""
