@@ -26,6 +26,8 @@ from upstream.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 KEEPALIVE = b": keep-alive\n\n"
+# Streams being closed in the background: the loop keeps only weak references to tasks.
+_closing: set[asyncio.Task] = set()
 
 
 class Translator:
@@ -176,7 +178,17 @@ class Relay:
     def close_soon(self) -> None:
         """Called when the response is closed: after the stream was sent, or before it
         was iterated at all."""
-        if not self.closed:
+        if self.closed:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # the usual case: no need to wake the loop from another thread
+            task = self.loop.create_task(self.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+        else:
             asyncio.run_coroutine_threadsafe(self.close(), self.loop)
 
     def response(self) -> StreamingHttpResponse:

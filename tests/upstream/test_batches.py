@@ -56,15 +56,20 @@ async def test_a_quiet_upstream_gives_an_empty_batch_for_a_keep_alive(start_simu
     await fleet.aclose()
 
 
-async def test_an_error_event_comes_after_the_chunks_before_it(upstream_fleet):
+async def batches_until_it_fails(fleet, headers: dict, wait: float) -> tuple[list, UpstreamError]:
     found = []
     with pytest.raises(UpstreamError) as caught:
-        async with client.stream_chat_completions(
-            upstream_fleet, STORY, headers={"x-sim-error-after-chunks": "2"}
-        ) as stream:
-            while (batch := await stream.batch(5.0)) is not None:
+        async with client.stream_chat_completions(fleet, STORY, headers=headers) as stream:
+            while (batch := await stream.batch(wait)) is not None:
                 found.append(batch)
-    assert caught.value.status == 502 and caught.value.code == "queue_full"
+    return found, caught.value
+
+
+async def test_an_error_event_comes_after_the_chunks_before_it(upstream_fleet):
+    found, error = await batches_until_it_fails(
+        upstream_fleet, {"x-sim-error-after-chunks": "2"}, wait=5.0
+    )
+    assert error.status == 502 and error.code == "queue_full"
     assert sum(len(batch) for batch in found) == 2
 
 
@@ -72,14 +77,8 @@ async def test_keep_alive_turns_do_not_stop_the_idle_timeout(start_simulator, ma
     server = start_simulator()
     stalling = Timeouts(connect=2.0, first_byte=5.0, idle=0.3, total=10.0)
     fleet = make_fleet(server, options=replace(QUICK, timeouts=stalling))
-    found = []
-    with pytest.raises(UpstreamError) as caught:
-        async with client.stream_chat_completions(
-            fleet, STORY, headers={"x-sim-hang-after-chunks": "2"}
-        ) as stream:
-            while (batch := await stream.batch(0.05)) is not None:
-                found.append(batch)
-    assert caught.value.status == 504
+    found, error = await batches_until_it_fails(fleet, {"x-sim-hang-after-chunks": "2"}, wait=0.05)
+    assert error.status == 504
     assert sum(len(batch) for batch in found) == 2
     assert found.count([]) >= 3
     await fleet.aclose()
