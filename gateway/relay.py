@@ -30,6 +30,16 @@ KEEPALIVE = b": keep-alive\n\n"
 _closing: set[asyncio.Task] = set()
 
 
+def delta_text(data: dict) -> list[str]:
+    """The text a chat chunk adds, choice by choice."""
+    texts = []
+    for choice in data.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        if content and isinstance(content, str):
+            texts.append(content)
+    return texts
+
+
 class Translator:
     """Turns upstream chat chunks into what the caller's protocol expects.
 
@@ -70,13 +80,9 @@ class Translator:
         text = list(self.text)
         for chunk in self.passed:
             try:
-                choices = chunk.data.get("choices") or ()
+                text += delta_text(chunk.data)
             except ValueError:
                 continue  # not JSON: passed on as it came, but no text to count
-            for choice in choices:
-                content = (choice.get("delta") or {}).get("content")
-                if isinstance(content, str):
-                    text.append(content)
         return "".join(text)
 
     def end(self) -> list[bytes]:

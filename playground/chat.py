@@ -18,7 +18,7 @@ from gateway import pipeline
 from gateway.asgi import new_request_id
 from gateway.chat import PATH, prompt_tokens
 from gateway.errors import ApiError
-from gateway.relay import Relay, Translator, open_stream
+from gateway.relay import Relay, Translator, delta_text, open_stream
 from playground.models import Status
 from upstream.fleet import get_fleet
 from upstream.sse import Chunk
@@ -39,10 +39,7 @@ class ChunkTranslator(Translator):
         data = chunk.data
         if data.get("usage"):
             self.usage = data["usage"]
-        for choice in data.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                self.text.append(content)
+        self.text += delta_text(data)
         return [data]
 
     def end(self) -> list:
