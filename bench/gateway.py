@@ -33,15 +33,17 @@ from types import FrameType
 
 from bench import report
 from bench.client import Answer, Connection, build_request
-from bench.load import Plan, Target, run
+from bench.load import Load, Plan, Target, round_sizes
 from bench.servers import (
     HOST,
     Server,
     ServerError,
+    cpu_counters,
     cpu_seconds,
     free_port,
     manage,
     spawn,
+    steal_share,
     wait_until_answering,
 )
 from bench.simulator import KEY_VARIABLE
@@ -101,6 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-seconds", type=float, default=15.0, help="time limit of one timed run"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="rounds per run, direct and gateway taking turns (default 10)",
+    )
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each call")
     parser.add_argument(
         "--workers",
@@ -115,8 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = _default_workers()
-    if args.workers < 1 or args.requests < 1 or args.requests_c1 < 1:
-        parser.error("workers and request counts must be at least 1")
+    if args.workers < 1 or args.requests < 1 or args.requests_c1 < 1 or args.rounds < 1:
+        parser.error("workers, rounds and request counts must be at least 1")
     return args
 
 
@@ -344,7 +352,7 @@ async def check_targets(targets: dict[str, Target]) -> None:
 
 
 async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
-    """Every mode at every concurrency, direct then through the gateway, back to back."""
+    """Every mode at every concurrency, direct and through the gateway in turns."""
     runs: list[report.Run] = []
     for mode in args.modes:
         direct = (setup.simulator.port, setup.upstream_key)
@@ -362,20 +370,47 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
                 warmup=max(args.warmup, 3 * concurrency),
                 max_seconds=args.max_seconds,
             )
-            for name, prepared in targets.items():
+            for name, load, cpu in await _in_turns(setup, targets, plan, args.rounds):
+                runs.append(report.Run(mode, concurrency, name, load.samples, cpu))
+                _progress(
+                    f"  {mode:6} c={concurrency:<3} {name:7} {load.samples.ok:5} ok "
+                    f"{load.samples.error_count:4} errors  {load.samples.throughput:8.0f} rps  "
+                    f"p50 {report.Summary.of(load.samples.total).p50:7.2f} ms"
+                )
+    return runs
+
+
+async def _in_turns(
+    setup: Setup, targets: dict[str, Target], plan: Plan, rounds: int
+) -> list[tuple[str, Load, dict[str, float | None]]]:
+    """Time the targets in alternating rounds (A B, B A, A B, ...), so that a machine
+    that gets busier or quieter during a run weighs on both alike; each target's CPU
+    counters are read around its own rounds only."""
+    loads = {name: Load(prepared, plan) for name, prepared in targets.items()}
+    spent: dict[str, dict[str, float | None]] = {name: {} for name in loads}
+    try:
+        for load in loads.values():
+            await load.open()
+        for index, size in enumerate(round_sizes(plan.requests, plan.concurrency, rounds)):
+            names = list(loads) if index % 2 == 0 else list(reversed(loads))
+            for name in names:
                 for server in (setup.simulator, setup.console):
                     if not server.alive():
                         raise ServerError(f"the {server.name} died:\n{server.log_tail()}")
                 meter = CpuMeter(setup)
-                samples = await run(prepared, plan, meter.start)
-                cpu = meter.stop()
-                runs.append(report.Run(mode, concurrency, name, samples, cpu))
-                _progress(
-                    f"  {mode:6} c={concurrency:<3} {name:7} {samples.ok:5} ok "
-                    f"{samples.error_count:4} errors  {samples.throughput:8.0f} rps  "
-                    f"p50 {report.Summary.of(samples.total).p50:7.2f} ms"
-                )
-    return runs
+                meter.start()
+                await loads[name].round(size)
+                for process, seconds in meter.stop().items():
+                    total = spent[name].get(process, 0.0)
+                    spent[name][process] = (
+                        None if seconds is None or total is None else total + seconds
+                    )
+            if any(load.time_left <= 0 for load in loads.values()):
+                break
+    finally:
+        for load in loads.values():
+            load.close()
+    return [(name, load, spent[name]) for name, load in loads.items()]
 
 
 def _version(package: str) -> str:
@@ -408,7 +443,8 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         "one connection per concurrent caller, closed loop",
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
-        f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run",
+        f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "
+        f"direct and gateway take turns in up to {args.rounds} rounds of at least 10 x c calls",
     ]
 
 
@@ -445,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
             _progress(
                 f"servers up: simulator :{setup.simulator.port}, console :{setup.console.port}"
             )
+            counters = cpu_counters()
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runs = runner.run(measure(setup, args))
+            stolen = steal_share(counters, cpu_counters())
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -470,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}")
     print()
     print(f"total time {time.monotonic() - started:.0f} s; load average {_load()} at the end")
+    if stolen is not None:
+        # On a virtual machine, time the host gave to other guests while this one wanted
+        # to run: a few percent or more means the wall-clock figures above are noisy.
+        print(f"CPU steal during the runs: {stolen:.1%} of this machine's CPU time")
     if args.json is not None:
         args.json.write_text(json.dumps(report.as_json(runs), indent=2) + "\n")
     return 1 if problems else 0

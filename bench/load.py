@@ -1,9 +1,9 @@
 """Closed-loop load: N clients, each on its own keep-alive connection, one call at a time.
 
-A run warms its connections up, then issues calls until it has made `requests` of
-them or `max_seconds` have passed, whichever comes first. Every answer is checked
-(status 200 and a body that ends the way it should); a wrong answer, a reset or a
-timeout counts as an error and is left out of the latency figures.
+A run warms its connections up, then issues calls in rounds until it has made
+`requests` of them or spent `max_seconds` in its rounds, whichever comes first. Every
+answer is checked (status 200 and a body that ends the way it should); a wrong answer,
+a reset or a timeout counts as an error and is left out of the latency figures.
 """
 
 from __future__ import annotations
@@ -139,36 +139,55 @@ async def _client(
             samples.add_error(kind)
 
 
-async def run(
-    target: Target, plan: Plan, before_timed: Callable[[], None] | None = None
-) -> Samples:
-    """Warm up, then time `plan.requests` calls (or fewer, at the time limit).
+def round_sizes(requests: int, concurrency: int, rounds: int) -> list[int]:
+    """`requests` split into at most `rounds` rounds, each of at least ten calls per
+    caller (so that starting and draining a round is a small part of it)."""
+    size = max(math.ceil(requests / max(rounds, 1)), 10 * concurrency, 1)
+    sizes = [size] * (requests // size)
+    if requests % size:
+        sizes.append(requests % size)
+    return sizes
 
-    `before_timed` is called between the warm-up and the timed phase (to read CPU
-    counters, say); the caller reads them again when this returns.
-    """
-    connections = [
-        Connection(target.host, target.port, keep_body=target.keep_body)
-        for _ in range(plan.concurrency)
-    ]
-    try:
-        await asyncio.gather(*(c.connect() for c in connections))
-        warm = [max(plan.warmup, plan.concurrency)]
-        warm_deadline = time.perf_counter() + max(3.0, plan.max_seconds / 5)
+
+class Load:
+    """One target's callers: their keep-alive connections, opened and warmed up once and
+    kept for every round of a run, so that rounds for two targets can take turns."""
+
+    def __init__(self, target: Target, plan: Plan) -> None:
+        self.target = target
+        self.plan = plan
+        self.samples = Samples()
+        self.connections = [
+            Connection(target.host, target.port, keep_body=target.keep_body)
+            for _ in range(plan.concurrency)
+        ]
+
+    async def open(self) -> None:
+        """Connect every caller and make the warm-up calls (not timed)."""
+        await asyncio.gather(*(c.connect() for c in self.connections))
+        warm = [max(self.plan.warmup, self.plan.concurrency)]
+        deadline = time.perf_counter() + max(3.0, self.plan.max_seconds / 5)
         await asyncio.gather(
-            *(_client(c, target, plan, None, warm, warm_deadline) for c in connections)
+            *(_client(c, self.target, self.plan, None, warm, deadline) for c in self.connections)
         )
-        if before_timed is not None:
-            before_timed()
-        samples = Samples()
-        budget = [plan.requests]
+
+    @property
+    def time_left(self) -> float:
+        return self.plan.max_seconds - self.samples.elapsed
+
+    async def round(self, requests: int) -> None:
+        """Time `requests` more calls (fewer if the run's time limit comes first)."""
+        budget = [requests]
         started = time.perf_counter()
-        deadline = started + plan.max_seconds
+        deadline = started + self.time_left
         await asyncio.gather(
-            *(_client(c, target, plan, samples, budget, deadline) for c in connections)
+            *(
+                _client(c, self.target, self.plan, self.samples, budget, deadline)
+                for c in self.connections
+            )
         )
-        samples.elapsed = time.perf_counter() - started
-        return samples
-    finally:
-        for connection in connections:
+        self.samples.elapsed += time.perf_counter() - started
+
+    def close(self) -> None:
+        for connection in self.connections:
             connection.close()

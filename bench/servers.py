@@ -179,3 +179,24 @@ def cpu_seconds(pid: int) -> float | None:
         total += times.get(current, 0.0)
         todo.extend(children.get(current, ()))
     return total
+
+
+def cpu_counters() -> tuple[int, int] | None:
+    """(all CPU time, the part the hypervisor gave to other guests: "steal"), in ticks,
+    for the whole machine since boot (Linux only)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:9]]  # guest time is counted in user already
+    return sum(ticks), ticks[7]
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by other guests between two `cpu_counters()`."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return (end[1] - start[1]) / (end[0] - start[0])
