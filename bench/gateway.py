@@ -33,7 +33,7 @@ from types import FrameType
 
 from bench import report
 from bench.client import Answer, Connection, build_request
-from bench.load import Load, Plan, Target, round_sizes
+from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import (
     HOST,
     Server,
@@ -109,6 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="rounds per run, direct and gateway taking turns (default 10)",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.5,
+        help="seconds of quiet after each round, for the console's background work",
+    )
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each call")
     parser.add_argument(
         "--workers",
@@ -123,8 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = _default_workers()
-    if args.workers < 1 or args.requests < 1 or args.requests_c1 < 1 or args.rounds < 1:
-        parser.error("workers, rounds and request counts must be at least 1")
+    if min(args.workers, args.requests, args.requests_c1, args.rounds) < 1 or args.settle < 0:
+        parser.error("workers, rounds and request counts must be at least 1, --settle not negative")
     return args
 
 
@@ -370,7 +376,7 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
                 warmup=max(args.warmup, 3 * concurrency),
                 max_seconds=args.max_seconds,
             )
-            for name, load, cpu in await _in_turns(setup, targets, plan, args.rounds):
+            for name, load, cpu in await _in_turns(setup, targets, plan, args.rounds, args.settle):
                 runs.append(report.Run(mode, concurrency, name, load.samples, cpu))
                 _progress(
                     f"  {mode:6} c={concurrency:<3} {name:7} {load.samples.ok:5} ok "
@@ -381,18 +387,22 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
 
 
 async def _in_turns(
-    setup: Setup, targets: dict[str, Target], plan: Plan, rounds: int
+    setup: Setup, targets: dict[str, Target], plan: Plan, rounds: int, settle: float
 ) -> list[tuple[str, Load, dict[str, float | None]]]:
     """Time the targets in alternating rounds (A B, B A, A B, ...), so that a machine
-    that gets busier or quieter during a run weighs on both alike; each target's CPU
-    counters are read around its own rounds only."""
+    that gets busier or quieter during a run weighs on both alike.
+
+    After each round the machine is left alone for `settle` seconds, within the round's
+    CPU accounting: the console books calls in the background (every 0.25 s), and that
+    work belongs to its round, not to the direct round after it.
+    """
     loads = {name: Load(prepared, plan) for name, prepared in targets.items()}
     spent: dict[str, dict[str, float | None]] = {name: {} for name in loads}
     try:
         for load in loads.values():
             await load.open()
-        for index, size in enumerate(round_sizes(plan.requests, plan.concurrency, rounds)):
-            names = list(loads) if index % 2 == 0 else list(reversed(loads))
+        sizes = round_sizes(plan.requests, plan.concurrency, rounds)
+        for size, names in zip(sizes, alternating(list(loads), len(sizes)), strict=True):
             for name in names:
                 for server in (setup.simulator, setup.console):
                     if not server.alive():
@@ -400,6 +410,7 @@ async def _in_turns(
                 meter = CpuMeter(setup)
                 meter.start()
                 await loads[name].round(size)
+                await asyncio.sleep(settle)
                 for process, seconds in meter.stop().items():
                     total = spent[name].get(process, 0.0)
                     spent[name][process] = (
@@ -444,7 +455,8 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
         f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "
-        f"direct and gateway take turns in up to {args.rounds} rounds of at least 10 x c calls",
+        f"direct and gateway take turns in up to {args.rounds} rounds of at least 10 x c calls, "
+        f"{args.settle:g} s apart",
     ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench.client import Answer, Connection
@@ -147,6 +147,11 @@ def round_sizes(requests: int, concurrency: int, rounds: int) -> list[int]:
     if requests % size:
         sizes.append(requests % size)
     return sizes
+
+
+def alternating(names: Sequence[str], rounds: int) -> list[list[str]]:
+    """Who goes first in each round: A B, then B A, then A B, and so on."""
+    return [list(names) if index % 2 == 0 else list(reversed(names)) for index in range(rounds)]
 
 
 class Load:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench.client import build_request
-from bench.load import Load, Plan, Target, round_sizes
+from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import steal_share
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
@@ -27,6 +27,16 @@ CHAT = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}], "ma
 def test_rounds_add_up_to_the_calls_asked_for(requests, concurrency, rounds, sizes):
     assert round_sizes(requests, concurrency, rounds) == sizes
     assert sum(sizes) == requests
+
+
+def test_targets_take_turns_at_going_first():
+    assert alternating(["direct", "gateway"], 4) == [
+        ["direct", "gateway"],
+        ["gateway", "direct"],
+        ["direct", "gateway"],
+        ["gateway", "direct"],
+    ]
+    assert alternating(["direct", "gateway"], 1) == [["direct", "gateway"]]
 
 
 def test_steal_is_the_share_of_cpu_time_between_two_readings():
