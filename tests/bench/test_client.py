@@ -1,23 +1,14 @@
 """The benchmark's load generator: one keep-alive connection per caller, answers checked."""
 
 import json
-from urllib.parse import urlsplit
 
-from bench.client import Connection, build_request
-
-CHAT = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+from bench.client import Connection
+from tests.bench.calls import chat_call
 
 
 async def test_calls_reuse_one_connection_and_read_whole_answers(start_simulator):
     server = start_simulator()
-    host, port = urlsplit(server.base_url).hostname, urlsplit(server.base_url).port
-    raw = build_request(
-        host,
-        port,
-        "/v1/chat/completions",
-        json.dumps(CHAT).encode(),
-        {"authorization": f"Bearer {server.key}", "content-type": "application/json"},
-    )
+    host, port, raw = chat_call(server)
     connection = Connection(host, port, keep_body=True)
     answers = [await connection.request(raw, 10) for _ in range(5)]
     assert [answer.status for answer in answers] == [200] * 5

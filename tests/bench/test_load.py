@@ -1,15 +1,10 @@
 """The benchmark's runs: calls in rounds that two targets take in turns, on kept connections."""
 
-import json
-from urllib.parse import urlsplit
-
 import pytest
 
-from bench.client import build_request
 from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import steal_share
-
-CHAT = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+from tests.bench.calls import chat_call
 
 
 @pytest.mark.parametrize(
@@ -47,14 +42,7 @@ def test_steal_is_the_share_of_cpu_time_between_two_readings():
 
 async def test_rounds_keep_their_connections_and_count_every_call(start_simulator):
     server = start_simulator()
-    host, port = urlsplit(server.base_url).hostname, urlsplit(server.base_url).port
-    raw = build_request(
-        host,
-        port,
-        "/v1/chat/completions",
-        json.dumps(CHAT).encode(),
-        {"authorization": f"Bearer {server.key}", "content-type": "application/json"},
-    )
+    host, port, raw = chat_call(server)
     target = Target(
         name="direct",
         host=host,
@@ -85,10 +73,7 @@ async def test_rounds_keep_their_connections_and_count_every_call(start_simulato
 
 async def test_a_wrong_answer_is_an_error_and_left_out_of_the_latencies(start_simulator):
     server = start_simulator()
-    host, port = urlsplit(server.base_url).hostname, urlsplit(server.base_url).port
-    raw = build_request(
-        host, port, "/v1/chat/completions", json.dumps(CHAT).encode(), {}
-    )  # no key: the simulator answers 401
+    host, port, raw = chat_call(server, key=False)  # the simulator answers 401
     target = Target("direct", host, port, raw, keep_body=True, check=lambda answer: True)
     load = Load(target, Plan(concurrency=1, requests=3, warmup=3, max_seconds=30))
     try:
