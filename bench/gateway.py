@@ -316,11 +316,14 @@ def target(name: str, port: int, key: str, mode: str, max_tokens: int) -> Target
 
 
 class CpuMeter:
-    """CPU seconds the console, the simulator and this process spend between two points."""
+    """CPU seconds the console, the simulator and this process spend between `start()`
+    and `stop()`, added up over every such interval (None where a process's counters
+    cannot be read)."""
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
         self.started: dict[str, float | None] = {}
+        self.spent: dict[str, float | None] = {}
 
     def _servers(self) -> dict[str, float | None]:
         return {
@@ -337,11 +340,11 @@ class CpuMeter:
     def stop(self) -> dict[str, float | None]:
         ended: dict[str, float | None] = {"generator": time.process_time()}
         ended |= self._servers()
-        spent: dict[str, float | None] = {}
         for process, start in self.started.items():
-            end = ended[process]
-            spent[process] = end - start if start is not None and end is not None else None
-        return spent
+            end, total = ended[process], self.spent.get(process, 0.0)
+            known = None not in (start, end, total)
+            self.spent[process] = total + end - start if known else None
+        return self.spent
 
 
 async def check_targets(targets: dict[str, Target]) -> None:
@@ -397,7 +400,7 @@ async def _in_turns(
     work belongs to its round, not to the direct round after it.
     """
     loads = {name: Load(prepared, plan) for name, prepared in targets.items()}
-    spent: dict[str, dict[str, float | None]] = {name: {} for name in loads}
+    meters = {name: CpuMeter(setup) for name in loads}
     try:
         for load in loads.values():
             await load.open()
@@ -407,21 +410,16 @@ async def _in_turns(
                 for server in (setup.simulator, setup.console):
                     if not server.alive():
                         raise ServerError(f"the {server.name} died:\n{server.log_tail()}")
-                meter = CpuMeter(setup)
-                meter.start()
+                meters[name].start()
                 await loads[name].round(size)
                 await asyncio.sleep(settle)
-                for process, seconds in meter.stop().items():
-                    total = spent[name].get(process, 0.0)
-                    spent[name][process] = (
-                        None if seconds is None or total is None else total + seconds
-                    )
+                meters[name].stop()
             if any(load.time_left <= 0 for load in loads.values()):
                 break
     finally:
         for load in loads.values():
             load.close()
-    return [(name, load, spent[name]) for name, load in loads.items()]
+    return [(name, load, meters[name].spent) for name, load in loads.items()]
 
 
 def _version(package: str) -> str:

@@ -69,7 +69,7 @@ def _headers(request: HttpRequest, response: HttpResponseBase) -> list[tuple[byt
     headers.append((b"x-request-id", request.request_id.encode()))
     limits = getattr(request, "rate_limit_headers", None)
     if limits:
-        own = {name.lower() for name in response.headers} if len(headers) > 2 else ()
+        own = {name.lower() for name in response.headers}
         for name, value in limits.items():
             if name not in own:  # a 429 carries its own
                 headers.append((name.encode(), value.encode()))
