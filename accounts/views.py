@@ -184,7 +184,8 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
                 request, f"{target.user.email} is now {target.get_role_display().lower()}."
             )
         return redirect("members", slug=request.workspace.slug)
-    context = _members_context(request) | {"m": target, "row_error": error}
+    notice = None if error else f"Role saved: {target.get_role_display().lower()}."
+    context = _members_context(request) | {"m": target, "row_error": error, "row_notice": notice}
     return render(
         request, "accounts/members.html#member-row", context, status=400 if error else 200
     )

@@ -15,6 +15,7 @@ def test_an_owner_changes_a_role(alice_client, bob):
         f"/w/acme/members/{_membership(bob).pk}/role/", {"role": "admin"}, headers=HX
     )
     assert response.status_code == 200
+    assert "Role saved: admin." in response.content.decode()
     assert _membership(bob).role == "admin"
 
 
@@ -24,6 +25,7 @@ def test_an_unknown_role_is_refused_with_a_message(alice_client, bob):
     )
     assert response.status_code == 400
     assert "Choose one of the roles" in response.content.decode()
+    assert "Role saved" not in response.content.decode()
     assert _membership(bob).role == "developer"
 
 

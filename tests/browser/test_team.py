@@ -51,9 +51,10 @@ def test_invite_accept_and_what_each_role_sees(alice, new_page):
     owner.locator("#members-table tr", has_text="dana@example.com").locator("select").select_option(
         "developer"
     )
-    expect(
-        owner.locator("#members-table tr", has_text="dana@example.com").locator("select")
-    ).to_have_value("developer")
+    dana_row = owner.locator("#members-table tr", has_text="dana@example.com")
+    expect(dana_row.get_by_role("status")).to_have_text("Role saved: developer.")
+    expect(dana_row.locator("select")).to_have_value("developer")
+    screenshot(owner, "members-role-saved")
     expect(owner.locator("#invitations-table")).to_have_count(0)
 
     dana.goto("/w/acme/")
