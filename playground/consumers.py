@@ -338,6 +338,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await Conversation.objects.filter(pk=conversation.pk).aupdate(updated_at=timezone.now())
         totals = await conversations.atotals(conversation)
         turn = tree.turn(answer, index)
+        # Saved and booked: the page may send the next message as soon as this one shows.
+        self.streaming.discard(answer.pk)
         await self._send(
             {
                 "type": "message",
@@ -347,7 +349,6 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             }
         )
         await self._send({"type": "totals", "html": self._render("totals", {"totals": totals})})
-        self.streaming.discard(answer.pk)
         if not self.streaming:
             await self._send({"type": "idle"})
 
