@@ -337,14 +337,13 @@ class CpuMeter:
         self.started = self._servers()
         self.started["generator"] = time.process_time()
 
-    def stop(self) -> dict[str, float | None]:
+    def stop(self) -> None:
         ended: dict[str, float | None] = {"generator": time.process_time()}
         ended |= self._servers()
         for process, start in self.started.items():
             end, total = ended[process], self.spent.get(process, 0.0)
             known = None not in (start, end, total)
             self.spent[process] = total + end - start if known else None
-        return self.spent
 
 
 async def check_targets(targets: dict[str, Target]) -> None:
