@@ -10,7 +10,8 @@ CHAT = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}], "ma
 
 def chat_call(server, *, key: bool = True) -> tuple[str, int, bytes]:
     """(host, port, raw request) of a small chat call to `server`, with its key or without."""
-    host, port = urlsplit(server.base_url).hostname, urlsplit(server.base_url).port
+    url = urlsplit(server.base_url)
+    host, port = url.hostname, url.port
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {server.key}"
