@@ -7,9 +7,19 @@ query; only the SHA-256 hash of the whole secret is stored.
 Lookups go through two caches: a small one in this process, trusted for
 `LOCAL_SECONDS` and then, up to `LOCAL_STALE_SECONDS`, still used while a fresh copy is
 fetched in the background; then Redis when `REDIS_URL` is set (the database otherwise).
-Every change to a key deletes its Redis entry, so a revoked key stops working on every
-worker within `LOCAL_STALE_SECONDS` (less than a second), without a database query on
-the path of a call.
+A revoked key stops working on every worker within `LOCAL_STALE_SECONDS` (less than a
+second), without a database query on the path of a call:
+
+- A change to a key forgets it once the change is committed (`forget_after_commit`),
+  never before: a lookup in between would read the old row and share it again.
+- A Redis entry is stamped with the key's generation (counted up by every change) and
+  a global epoch, read in the same round trip as the entry. A lookup that read the key
+  before a change but writes its entry after it writes an old stamp, which no reader
+  believes; so it cannot bring a revoked key back.
+- Redis may come back with entries written before a change it never heard of (it was
+  unreachable, not restarted). A worker that found Redis unreachable counts the global
+  epoch up when it reaches it again, which retires every entry written before; one
+  whose change could not reach Redis keeps trying in the background until it can.
 """
 
 import asyncio
@@ -19,14 +29,25 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 
 import redis
 from django.conf import settings
+from django.db import transaction
 
-from console.shared import redis_client
+from console.shared import (
+    ERRORS,
+    RETRY_SECONDS,
+    outages,
+    redis_answered,
+    redis_client,
+    redis_failed,
+    sync_redis_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +60,10 @@ LOCAL_SECONDS = 0.4
 LOCAL_STALE_SECONDS = 0.8
 _fetching: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task] = {}
 SHARED_SECONDS = 300
+# Outlives every entry stamped with it: a generation that expired (read as 0 again)
+# cannot make an old entry believable.
+GENERATION_SECONDS = 3600
+EPOCH = "apikey:epoch"
 
 
 def _checksum(random_part: str) -> str:
@@ -93,21 +118,71 @@ class KeyInfo:
 
 
 _local: dict[str, tuple[KeyInfo | None, float]] = {}  # hash: (key, when it was fetched)
-_sync_redis: dict[str, redis.Redis] = {}
+# hash: how many changes this process has seen, so that a fetch begun before one is not kept
+_changes: dict[str, int] = {}
+_epoch_paid = 0  # the outages of Redis (console.shared.outages) the epoch was counted up for
 
 
 def _shared_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"
 
 
-def forget(key_hash: str) -> None:
-    """Drop a key from both caches; called on every change to the key."""
+def _generation_key(key_hash: str) -> str:
+    return f"apikey:gen:{key_hash}"
+
+
+def forget_after_commit(key_hash: str) -> None:
+    """Drop a key from the caches once the current transaction commits (at once outside
+    one); called on every change to a key."""
     _local.pop(key_hash, None)
-    if settings.REDIS_URL:
-        client = _sync_redis.get(settings.REDIS_URL)
+    transaction.on_commit(partial(forget, key_hash), robust=True)
+
+
+def forget(key_hash: str) -> None:
+    """Drop a key from this process's cache and retire its shared entry."""
+    _changes[key_hash] = _changes.get(key_hash, 0) + 1
+    _local.pop(key_hash, None)
+    if not settings.REDIS_URL:
+        return
+    client = sync_redis_client()
+    try:
         if client is None:
-            client = _sync_redis[settings.REDIS_URL] = redis.Redis.from_url(settings.REDIS_URL)
-        client.delete(_shared_key(key_hash))
+            raise redis.ConnectionError("Redis failed a moment ago")
+        _retire(client, key_hash)
+    except ERRORS as exc:
+        redis_failed(exc)
+        threading.Thread(target=_retire_later, args=(key_hash,), daemon=True).start()
+    else:
+        redis_answered()
+
+
+def _retire(client, key_hash: str) -> None:
+    global _epoch_paid
+    outages_now = outages()
+    with client.pipeline(transaction=True) as pipe:
+        if outages_now != _epoch_paid:
+            pipe.incr(EPOCH)
+        pipe.incr(_generation_key(key_hash))
+        pipe.expire(_generation_key(key_hash), GENERATION_SECONDS)
+        pipe.delete(_shared_key(key_hash))
+        pipe.execute()
+    _epoch_paid = outages_now
+
+
+def _retire_later(key_hash: str) -> None:
+    """Retire a key's shared entry once Redis answers (a change it could not hear of)."""
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=RETRY_SECONDS, socket_timeout=RETRY_SECONDS
+    )
+    while True:
+        time.sleep(RETRY_SECONDS / 4)
+        try:
+            _retire(client, key_hash)
+        except ERRORS:
+            continue
+        client.close()
+        redis_answered()
+        return
 
 
 def _encode(info: KeyInfo | None) -> str:
@@ -167,18 +242,53 @@ def _fetched(pending: tuple[asyncio.AbstractEventLoop, str], task: asyncio.Task)
 
 async def _fetch_now(key_hash: str) -> KeyInfo | None:
     started = time.monotonic()
+    changes = _changes.get(key_hash, 0)
     client = redis_client()
-    raw = await client.get(_shared_key(key_hash)) if client else None
-    if raw is not None:
-        info = _decode(raw)
-    else:
+    stamp, info = await _shared(client, key_hash) if client else (None, _MISSING)
+    if info is _MISSING:
         from console import db
         from console.models import ApiKey
 
         info = await db.run(ApiKey.objects.info_for_hash, key_hash)
-        if client:
-            await client.set(_shared_key(key_hash), _encode(info), ex=SHARED_SECONDS)
-    if len(_local) > 10_000:
-        _local.clear()
-    _local[key_hash] = (info, started)
+        if stamp is not None:
+            await _share(client, key_hash, stamp, info)
+    if _changes.get(key_hash, 0) == changes:  # else: changed while fetched, maybe too late
+        if len(_local) > 10_000:
+            _local.clear()
+        _local[key_hash] = (info, started)
     return info
+
+
+_MISSING = object()
+
+
+async def _shared(client, key_hash: str) -> tuple[str | None, KeyInfo | None | object]:
+    """(the stamp an entry written now must carry, the shared entry or _MISSING); no stamp
+    when Redis cannot be reached."""
+    global _epoch_paid
+    try:
+        outages_now = outages()
+        if outages_now != _epoch_paid:
+            await client.incr(EPOCH)  # entries from before the outage may be stale
+            _epoch_paid = outages_now
+        raw, generation, epoch = await client.mget(
+            _shared_key(key_hash), _generation_key(key_hash), EPOCH
+        )
+    except ERRORS as exc:
+        redis_failed(exc)
+        return None, _MISSING
+    redis_answered()
+    stamp = f"{generation or 0}.{epoch or 0}"
+    if raw is not None:
+        written, _, data = raw.partition(" ")
+        if written == stamp:
+            return stamp, _decode(data)
+    return stamp, _MISSING
+
+
+async def _share(client, key_hash: str, stamp: str, info: KeyInfo | None) -> None:
+    """Share a key read from the database, stamped with what was current before the read."""
+    try:
+        await client.set(_shared_key(key_hash), f"{stamp} {_encode(info)}", ex=SHARED_SECONDS)
+    except ERRORS as exc:
+        redis_failed(exc)

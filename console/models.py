@@ -6,6 +6,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q, Sum
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -87,7 +89,7 @@ class ApiKey(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         super().save(*args, **kwargs)
-        keys.forget(self.key_hash)
+        keys.forget_after_commit(self.key_hash)
 
     @property
     def masked(self) -> str:
@@ -149,6 +151,11 @@ class ApiKey(models.Model):
             )["s"]
             or 0
         )
+
+
+@receiver(post_delete, sender=ApiKey)
+def _forget_deleted_key(sender, instance: ApiKey, **kwargs) -> None:
+    keys.forget_after_commit(instance.key_hash)
 
 
 class Source(models.TextChoices):

@@ -1,7 +1,9 @@
 """Shared fixtures: the named personas and a live ASGI server for browser and SDK tests."""
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -196,6 +198,59 @@ def asgi_server(transactional_db) -> Iterator[LiveServer]:
     yield LiveServer(url=f"http://127.0.0.1:{port}", server=server)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+class RedisServer:
+    """A redis-server of a test's own, on loopback, that the test may stop and start again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        server = shutil.which("redis-server")
+        assert server, "redis-server is needed: `make test` installs it"
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The configured Redis, or a private redis-server for the session."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        yield settings.REDIS_URL
+        return
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for a test that stops it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 def within_one_minute() -> None:

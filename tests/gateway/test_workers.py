@@ -2,7 +2,6 @@
 rate limit is exact across workers."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
-from django.db import connection
+import redis
+from django.db import connection, transaction
 from django.test import override_settings
 
 from console.actions import create_key
@@ -22,24 +21,6 @@ from tests.upstream_fixtures import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    """The configured Redis, or a private redis-server for this module."""
-    if settings.REDIS_URL:
-        yield settings.REDIS_URL
-        return
-    server = shutil.which("redis-server")
-    assert server, "redis-server is needed: `make test` installs it"
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def _database_url() -> str:
@@ -85,6 +66,10 @@ def _post(url: str, secret: str) -> int:
     ).status_code
 
 
+def _models(url: str, secret: str) -> int:
+    return httpx.get(f"{url}/models", headers={"x-api-key": secret}, timeout=30).status_code
+
+
 def test_a_revoked_key_stops_on_every_worker_within_a_second(workers, redis_url, alice, acme):
     _key, secret = create_key(workspace=acme, name="shared", created_by=alice)
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -96,9 +81,47 @@ def test_a_revoked_key_stops_on_every_worker_within_a_second(workers, redis_url,
         assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
 
 
+def test_a_lookup_while_a_revocation_commits_cannot_bring_the_key_back(
+    workers, redis_url, alice, acme
+):
+    key, secret = create_key(workspace=acme, name="shared", created_by=alice)
+    assert _post(workers, secret) == 200
+    with override_settings(REDIS_URL=redis_url), transaction.atomic():
+        key.revoke()
+        # Before the commit, both workers look the key up again (their own copies are
+        # older than a second): they read the row as it was, active, and share it. (A
+        # list of models needs the key and writes nothing, which SQLite would make wait.)
+        time.sleep(1.0)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(lambda _: _models(workers, secret), range(16))) == {200}
+    time.sleep(1.0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
+
+
 def test_a_rate_limit_is_exact_across_workers(workers, alice, acme):
     _key, secret = create_key(workspace=acme, name="limited", created_by=alice, rpm_limit=10)
     within_one_minute()
     with ThreadPoolExecutor(max_workers=30) as pool:
         statuses = list(pool.map(lambda _: _post(workers, secret), range(30)))
     assert statuses.count(200) == 10 and statuses.count(429) == 20
+
+
+def test_a_key_revoked_while_redis_does_not_answer_stays_revoked_once_it_does(
+    workers, redis_url, alice, acme
+):
+    key, secret = create_key(workspace=acme, name="shared", created_by=alice)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(16))) == {200}
+    redis.Redis.from_url(redis_url).execute_command("CLIENT", "PAUSE", 3000, "ALL")
+    paused = time.monotonic()
+    with override_settings(REDIS_URL=redis_url):
+        key.revoke()  # its shared entry cannot be retired now
+    time.sleep(1.0)
+    # The workers check keys in the database while Redis does not answer...
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(16))) == {401}
+    # ...and do not believe the entry Redis still holds once it answers again.
+    time.sleep(max(0.0, paused + 3.2 - time.monotonic()))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
