@@ -180,11 +180,19 @@ class Call:
             self.ttft_ms = int((time.monotonic() - self.started) * 1000)
 
     def failed(self, exc: UpstreamError) -> ApiError:
-        """Record an upstream failure and turn it into the caller's error."""
+        """Record an upstream failure and turn it into the caller's error.
+
+        A failure before the upstream's first byte costs the caller nothing: no token
+        was delivered, so none is counted. After it, what was delivered is counted by
+        the caller of this (the relay).
+        """
         error = upstream_error(exc)
         self.status = error.status
         self.node = exc.node or self.node
         self.error = exc.detail[:255]
+        if self.ttft_ms is None:
+            self.tokens_in = self.tokens_out = 0
+            self.units = {}
         return error
 
     async def finish(self, *, wait: bool = False) -> None:

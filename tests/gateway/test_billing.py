@@ -210,3 +210,51 @@ def test_a_workspace_limit_refuses_calls_and_alerts_admins_too(
     assert len(mail.outbox) == 3
     assert sorted(mail.outbox[0].to) == ["admin@example.com", "alice@example.com"]
     assert "the workspace" in mail.outbox[0].body
+
+
+def _node_that_refuses() -> str:
+    """The URL of a loopback port nobody listens on."""
+    from tests.conftest import free_port
+
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(
+    "failure, status",
+    [
+        ({"x-sim-status": "500"}, 502),
+        ({"x-sim-status": "502"}, 502),
+        ({"x-sim-status": "503"}, 503),
+        ({"x-sim-hang": "1"}, 504),
+        ("refused", 502),
+    ],
+    ids=["500", "502", "503", "timeout", "refused"],
+)
+def test_an_upstream_failure_before_the_first_byte_costs_nothing(
+    console_url, api_key, acme, upstream_fleet, failure, status, stream
+):
+    from dataclasses import replace
+
+    from upstream.fleet import Fleet, set_fleet
+    from upstream.nodes import NodeConfig
+
+    fleet = upstream_fleet
+    if failure == "refused":
+        node = NodeConfig(name="gone", base_url=_node_that_refuses(), api_key="k")
+        fleet = Fleet([node], options=upstream_fleet.options)
+        set_fleet(fleet)  # the fixture puts the previous fleet back
+        failure = {}
+    fleet.options = replace(
+        fleet.options,
+        timeouts=replace(fleet.options.timeouts, first_byte=0.3),
+        max_attempts=1,
+    )
+    start = ledger.balance_of(acme)
+    response = _post(console_url, api_key, CHAT | {"stream": stream}, headers=failure)
+    assert response.status_code == status
+    settle_books()
+    record = UsageRecord.objects.get(request_id=response.headers["x-request-id"])
+    assert (record.status, record.cost) == (status, 0)
+    assert not LedgerEntry.objects.filter(request_id=record.request_id, kind="charge").exists()
+    assert ledger.balance_of(acme) == start
