@@ -105,8 +105,8 @@ async def stream(call: pipeline.Call, body: dict, translator: Translator) -> Htt
     upstream = get_fleet().stream(
         "POST", PATH, json=upstream_body, model=call.model, headers=call.upstream_headers
     )
-    await open_stream(call, upstream)
-    return Relay(call, upstream, translator).response()
+    opening = await open_stream(call, upstream)
+    return Relay(call, upstream, translator, opening).response()
 
 
 @endpoint("POST")

@@ -96,10 +96,29 @@ class Translator:
         return [sse(error.body())]
 
 
-async def open_stream(call: Call, stream: UpstreamStream) -> None:
-    """Wait for the first chunk; on failure the call is finished and an ApiError raised."""
+async def open_stream(
+    call: Call, stream: UpstreamStream, *, keepalive: bool = True
+) -> asyncio.Task | None:
+    """Wait for the first chunk; on failure the call is finished and an ApiError raised.
+
+    With `keepalive`, waits for the keep-alive interval at most: when the first chunk
+    has not come by then, the opening goes on in the task returned, for the Relay,
+    whose response starts and keeps the line open with comments until the chunk comes
+    (proxies close a connection idle for a minute). Without, waits as long as it takes.
+    """
+    wait = settings.GATEWAY_KEEPALIVE_SECONDS if keepalive else None
+    opening = asyncio.ensure_future(stream.__aenter__())
     try:
-        await stream.__aenter__()
+        await asyncio.wait((opening,), timeout=wait)
+    except BaseException:
+        opening.cancel()
+        call.status = 499
+        await call.finish()
+        raise
+    if not opening.done():
+        return opening
+    try:
+        opening.result()
     except UpstreamError as exc:
         error = call.failed(exc)
         await call.finish()
@@ -108,15 +127,27 @@ async def open_stream(call: Call, stream: UpstreamStream) -> None:
         call.status = 499
         await call.finish()
         raise
+    _opened(call, stream)
+    return None
+
+
+def _opened(call: Call, stream: UpstreamStream) -> None:
     call.node = stream.node or ""
     call.first_byte()
 
 
 class Relay:
-    def __init__(self, call: Call, stream: UpstreamStream, translator: Translator) -> None:
+    def __init__(
+        self,
+        call: Call,
+        stream: UpstreamStream,
+        translator: Translator,
+        opening: asyncio.Task | None = None,
+    ) -> None:
         self.call = call
         self.stream = stream
         self.translator = translator
+        self.opening = opening  # the first chunk, still awaited (see open_stream)
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.booked = False
@@ -128,6 +159,14 @@ class Relay:
         interval = settings.GATEWAY_KEEPALIVE_SECONDS
         parts = translator.start()
         try:
+            if self.opening is not None:
+                while not self.opening.done():
+                    for item in translator.pack(parts + translator.keepalive()):
+                        yield item
+                    parts = []
+                    await asyncio.wait((self.opening,), timeout=interval)
+                self.opening.result()
+                _opened(call, stream)
             while (chunks := await stream.batch(interval)) is not None:
                 if not chunks:
                     parts += translator.keepalive()
@@ -175,6 +214,9 @@ class Relay:
         if self.closed:
             return
         self.closed = True
+        if self.opening is not None and not self.opening.done():
+            self.opening.cancel()
+            await asyncio.wait((self.opening,))
         try:
             await asyncio.shield(self.stream.__aexit__(None, None, None))
         except Exception:

@@ -62,8 +62,9 @@ async def responses(request: HttpRequest) -> HttpResponse:
         upstream = get_fleet().stream(
             "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
         )
-        await open_stream(call, upstream)
-        return Relay(call, upstream, ResponsesTranslator(include_usage=True)).response()
+        opening = await open_stream(call, upstream)
+        translator = ResponsesTranslator(include_usage=True)
+        return Relay(call, upstream, translator, opening).response()
     try:
         try:
             response = await get_fleet().request(

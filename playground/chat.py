@@ -119,7 +119,7 @@ class ChatRun:
         upstream = get_fleet().stream(
             "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
         )
-        await open_stream(call, upstream)
+        await open_stream(call, upstream, keepalive=False)  # a websocket needs no keep-alive
         relay = Relay(call, upstream, self.translator)
         events = relay.events()
         try:

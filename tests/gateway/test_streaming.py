@@ -135,6 +135,41 @@ def test_long_waits_get_keep_alive_comments(api):
     assert text.rstrip().endswith("data: [DONE]")
 
 
+def test_a_stream_keeps_the_line_open_until_the_upstreams_first_byte(api):
+    with override_settings(GATEWAY_KEEPALIVE_SECONDS=0.1):
+        text = api.post(
+            "/chat/completions",
+            json=CHAT | {"max_tokens": 3},
+            headers={"x-sim-latency-ms": "600"},
+        ).text
+    before_first_chunk = text.split("data: ")[0]
+    assert before_first_chunk.count(": keep-alive") >= 3
+    assert text.rstrip().endswith("data: [DONE]")
+    record = usage_records().get()
+    assert record.status == 200 and record.tokens_out > 0 and record.cost > 0
+
+
+def test_an_upstream_that_never_starts_ends_a_kept_alive_stream_with_an_error_event(
+    api, upstream_fleet
+):
+    from dataclasses import replace
+
+    upstream_fleet.options = replace(
+        upstream_fleet.options,
+        timeouts=replace(upstream_fleet.options.timeouts, first_byte=0.5),
+        max_attempts=1,
+    )
+    with override_settings(GATEWAY_KEEPALIVE_SECONDS=0.1):
+        response = api.post("/chat/completions", json=CHAT, headers={"x-sim-hang": "1"})
+    assert response.status_code == 200  # the stream had started, to keep the line open
+    assert response.text.startswith(": keep-alive")
+    error = json.loads(_data_lines(response.text)[-1])
+    assert "did not answer in time" in error["detail"]
+    assert "[DONE]" not in response.text
+    record = usage_records().get()
+    assert (record.status, record.cost) == (504, 0)
+
+
 def test_anthropic_stream_events_come_in_order(api):
     body = {
         "model": "mira",
