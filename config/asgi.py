@@ -18,6 +18,11 @@ from gateway.versions import is_api_path  # noqa: E402
 
 gateway_app = GatewayHandler()
 
+from console import books  # noqa: E402
+
+# Book and return what workers that died left, then write bookings in the background.
+books.start()
+
 
 async def http_app(scope, receive, send) -> None:
     """API paths go to the gateway's lean handler, everything else to the console."""

@@ -329,4 +329,14 @@ DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]
 GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 0)
 # Finished calls are written to the database in batches, this often (console.books).
 # Tests write them when they ask (books.drain), so that nothing is written behind them.
-GATEWAY_BOOK_SECONDS = 0.0 if TESTING else env_float("GATEWAY_BOOK_SECONDS", 0.25)
+GATEWAY_BOOK_SECONDS = env_float("GATEWAY_BOOK_SECONDS", 0.0 if TESTING else 0.25)
+# Where each worker journals the calls it answered until they are written (console.journal):
+# a local disk, one directory per database. Each test process has one of its own.
+GATEWAY_JOURNAL_DIR = Path(
+    env_str("GATEWAY_JOURNAL_DIR")
+    or (
+        Path(tempfile.gettempdir()) / f"mira-console-journal-{os.getpid()}"
+        if TESTING
+        else BASE_DIR / "journal"
+    )
+)

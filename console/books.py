@@ -21,26 +21,35 @@ given back: near the end of a balance, a call can be refused for that long.
 Calls on a key with a monthly budget hold in the database per call (`ledger.hold`),
 so that the key's budget is exact.
 
-Bookings. A finished call is queued (`book`) and a database thread writes the queue
-every `GATEWAY_BOOK_SECONDS` in one transaction: the usage records, the charges (from the
-lease: one release of the total and one charge per call in the ledger), the month's
-spend and the daily rollups. A worker that is stopped writes its queue and gives its
-leases back first; one that is killed loses the bookings of its last moments, and its
-leases are released by `releaseholds` as stale holds, so nothing is charged for them.
+Bookings. A finished call is queued (`book`) and appended to this worker's journal
+(console.journal) before its caller gets the answer's last byte. A database thread
+writes the queue every `GATEWAY_BOOK_SECONDS` in one transaction: the usage records,
+the charges (from the lease: one release of the total and one charge per call in the
+ledger), the month's spend and the daily rollups; then the journal's segment of that
+batch is discarded. A batch that fails is written call by call, and a call that fails
+stays queued and journaled, and is tried again (after a pause that grows while the
+database keeps failing). A worker that is stopped writes its queue and gives its
+leases back first. One that is killed keeps its journal: the next worker to start on
+the machine, or any worker within `RECLAIM_SECONDS`, books what it holds and returns
+its leases (console.recovery); on other machines, its holds are returned once it has
+not been seen for `workers.GONE_SECONDS`.
 """
 
 import atexit
+import json
 import logging
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
-from console import alerts, db, ledger, pricing
+from console import alerts, db, ledger, pricing, workers
+from console.journal import journal
 from console.models import BillingAccount
 from console.usage import book as book_one
 from console.usage import call_cost, write_records
@@ -51,6 +60,8 @@ LEASE_IDLE = 2.0
 LEASE_MAX_AGE = 30.0
 LEASE_SHARE = 10  # a lease grows by 1/LEASE_SHARE of the balance when it can
 LEASE_PREFIX = "lease_"  # the request id of a lease's hold and ledger entries
+RECLAIM_SECONDS = 10.0  # how often a worker looks for what gone workers left
+RETRY_MAX_SECONDS = 30.0  # the longest pause before a failed write is tried again
 
 
 @dataclass(eq=False)
@@ -81,6 +92,50 @@ class Booking:
     variant: str = ""
     key_budget: int | None = None
     done: Future | None = None
+    attempts: int = 0  # failed writes so far (a replayed call may have been written)
+
+    def line(self) -> bytes:
+        """The booking as a line of the journal."""
+        held = self.held
+        entry = {
+            "fields": self.fields,
+            "held": None
+            if held is None
+            else {
+                "request_id": held.request_id,
+                "workspace_id": held.workspace_id,
+                "api_key_id": held.api_key_id,
+                "amount": held.amount,
+                "month": held.month,
+                "monthly_limit": held.monthly_limit,
+                "lease": lease_id(held),
+            },
+            "variant": self.variant,
+            "key_budget": self.key_budget,
+        }
+        return json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, entry: dict) -> "Booking":
+        """A booking read back from a journal, to be written if it was not."""
+        fields = entry["fields"]
+        fields["created_at"] = datetime.fromisoformat(fields["created_at"])
+        held = ledger.Held(**entry["held"]) if entry["held"] else None
+        return cls(
+            fields=fields,
+            held=held,
+            variant=entry["variant"],
+            key_budget=entry["key_budget"],
+            attempts=1,
+        )
+
+
+def lease_id(held: ledger.Held) -> str | None:
+    """The request id of the lease a call was set aside from (None: held on its own)."""
+    lease = held.lease
+    if lease is None:
+        return None
+    return lease.request_id if isinstance(lease, Lease) else str(lease)
 
 
 _lock = threading.Lock()  # guards the leases' numbers and the queue
@@ -92,6 +147,8 @@ _wake = threading.Event()
 _timer: threading.Thread | None = None
 _stopping = threading.Event()
 _asleep = False
+_failures = 0  # flushes in a row that could not write everything
+_retry_at = 0.0  # no flush by the timer before this moment (time.monotonic)
 
 
 # The call's path -------------------------------------------------------------------
@@ -125,6 +182,7 @@ def hold(
 
     Raises ledger.PaymentRequired when the balance or the month's limit cannot cover it.
     """
+    workers.beat()  # the holds it takes name this worker: it must be seen alive
     if key_budget is not None:
         return ledger.hold(
             workspace_id=workspace_id,
@@ -194,7 +252,9 @@ def book(booking: Booking, *, wait: bool = False) -> Future | None:
     """Queue a finished call for writing; with `wait`, a future done once it is written."""
     if wait:
         booking.done = Future()
+    line = booking.line()
     with _lock:
+        journal().append(line)
         _queue.append(booking)
         wake = _asleep
     if wait:
@@ -209,23 +269,45 @@ def book(booking: Booking, *, wait: bool = False) -> Future | None:
 # The database thread ---------------------------------------------------------------
 
 
-def flush(*, give_back: bool = False) -> None:
-    """Write the queued bookings and give back idle leases (all unused ones with `give_back`)."""
+def flush(*, give_back: bool = False) -> bool:
+    """Write the queued bookings and give back idle leases (all unused ones with
+    `give_back`); whether everything queued was written."""
+    global _failures, _retry_at
     pricing.refresh()  # keeps the prices fresh for the call's path
     with _lock:
         batch = _queue[:]
         del _queue[:]
-    if batch:
-        _write(batch)
+        segment = journal().rotate() if batch else None
+    failed = _write(batch) if batch else []
+    with _lock:
+        for booking in failed:
+            booking.attempts += 1
+            journal().append(booking.line())  # kept in the segment after this batch's
+        _queue[:0] = failed
+    if segment is not None:
+        journal().discard(segment)
+    if failed:
+        _failures += 1
+        _retry_at = time.monotonic() + min(RETRY_MAX_SECONDS, 0.25 * 2**_failures)
+        logger.error(
+            "could not book %d calls; they stay journaled and are tried again", len(failed)
+        )
+    else:
+        _failures = 0
     _tend(give_back=give_back)
+    return not failed
 
 
-def _write(batch: list[Booking]) -> None:
+def _write(batch: list[Booking]) -> list[Booking]:
+    """Write a batch (call by call when it fails as a whole); the bookings that failed."""
+    batch, written = _unwritten(batch)
+    failed: list[Booking] = []
     try:
         with transaction.atomic():
             settled = _write_all(batch)
     except Exception:
         logger.exception("could not book %d calls together; booking them one by one", len(batch))
+        _replace_broken_connection()
         settled = []
         for booking in batch:
             try:
@@ -233,55 +315,113 @@ def _write(batch: list[Booking]) -> None:
                     settled.extend(_write_all([booking]))
             except Exception:
                 logger.exception("could not book the call %s", booking.fields["request_id"])
-                settled.append((booking, 0))
+                _replace_broken_connection()
+                failed.append(booking)
     with _lock:
-        for booking, charge in settled:
+        for booking, charge in settled + [(b, 0) for b in written]:
             lease = booking.held.lease if booking.held else None
             if isinstance(lease, Lease):
                 lease.in_use -= booking.held.amount
                 lease.amount -= charge
-    for booking in batch:
+    for booking in batch + written:
         if booking.done is not None and not booking.done.done():
             booking.done.set_result(None)
+    return failed
+
+
+def write_replayed(bookings: list[Booking]) -> list[Booking]:
+    """Write bookings read back from a gone worker's journal; the ones that failed."""
+    failed = []
+    for start in range(0, len(bookings), 500):
+        failed += _write(bookings[start : start + 500])
+    return failed
+
+
+def _unwritten(batch: list[Booking]) -> tuple[list[Booking], list[Booking]]:
+    """(the calls of the batch to write, those booked already): a write that failed may
+    have been committed after all, and a replayed journal may hold calls written before."""
+    retried = [b.fields["request_id"] for b in batch if b.attempts]
+    if not retried:
+        return batch, []
+    from console.models import UsageRecord
+
+    written = set()
+    for start in range(0, len(retried), 500):
+        written.update(
+            UsageRecord.objects.filter(request_id__in=retried[start : start + 500]).values_list(
+                "request_id", flat=True
+            )
+        )
+    if not written:
+        return batch, []
+    return (
+        [b for b in batch if b.fields["request_id"] not in written],
+        [b for b in batch if b.fields["request_id"] in written],
+    )
+
+
+def _replace_broken_connection() -> None:
+    """After a failed write: a broken connection is replaced before the next one."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 def _write_all(batch: list[Booking]) -> list[tuple[Booking, int]]:
-    """Book a batch in the current transaction; (booking, what its lease was charged)."""
+    """Book a batch in the current transaction; (booking, what it was charged)."""
     settled: list[tuple[Booking, int]] = []
-    by_lease: dict[Lease, list[tuple[Booking, int]]] = {}
+    by_lease: dict[tuple[int, str, str], list[tuple[Booking, int]]] = {}
     for booking in batch:
-        lease = booking.held.lease if booking.held else None
-        if not isinstance(lease, Lease):
-            book_one(
+        lease = lease_id(booking.held) if booking.held else None
+        if lease is None:
+            record = book_one(
                 variant=booking.variant,
                 held=booking.held,
                 key_budget=booking.key_budget,
                 **booking.fields,
             )
-            settled.append((booking, 0))
+            settled.append((booking, 0 if booking.held is None else record.cost))
             continue
         charge = ledger.chargeable(
             booking.fields["request_id"],
             call_cost(booking.fields, booking.variant),
             booking.held.amount,
         )
-        by_lease.setdefault(lease, []).append((booking, charge))
+        held = booking.held
+        by_lease.setdefault((held.workspace_id, lease, held.month), []).append((booking, charge))
     records = []
-    for lease, charged in by_lease.items():
-        ledger.charge_lease(
-            workspace_id=lease.workspace_id,
-            lease_id=lease.request_id,
-            month=lease.month,
-            charges=[(b.fields["request_id"], b.held.api_key_id, c) for b, c in charged],
-        )
+    for (workspace_id, lease, month), charged in by_lease.items():
+        charges = [(b.fields["request_id"], b.held.api_key_id, c) for b, c in charged]
+        try:
+            ledger.charge_lease(
+                workspace_id=workspace_id, lease_id=lease, month=month, charges=charges
+            )
+        except ledger.LeaseLost:
+            # Returned as a gone worker's while this one lived (or before its journal
+            # was replayed): the calls are charged from the balance instead.
+            _lost(lease)
+            late = ledger.charge_late(workspace_id=workspace_id, month=month, charges=charges)
+            charged = [(booking, 0) for booking, _ in charged]
+            records.extend(b.fields | {"cost": c} for (b, _), c in zip(charged, late, strict=True))
+            settled.extend(charged)
+            continue
         for booking, charge in charged:
             records.append(booking.fields | {"cost": charge})
         settled.extend(charged)
-        if lease.monthly_limit and any(c for _, c in charged):
-            alerts.check(workspace_id=lease.workspace_id, api_key_id=None)
+        if charged[0][0].held.monthly_limit and any(c for _, c in charged):
+            alerts.check(workspace_id=workspace_id, api_key_id=None)
     if records:
         write_records(records)
     return settled
+
+
+def _lost(request_id: str) -> None:
+    """A lease whose hold is gone from the database is used no further."""
+    with _lock:
+        for key, lease in list(_leases.items()):
+            if lease.request_id == request_id:
+                del _leases[key]
+                lease.in_database = False
 
 
 def _tend(*, give_back: bool) -> None:
@@ -349,6 +489,13 @@ def _pending() -> bool:
     return bool(_queue or _leases or _retired)
 
 
+def start() -> None:
+    """Start the background writer of a serving worker (when bookings are written in the
+    background at all): it first books and returns what gone workers left."""
+    if settings.GATEWAY_BOOK_SECONDS:
+        _start_timer()
+
+
 def _start_timer() -> None:
     global _timer
     if _timer is not None or not settings.GATEWAY_BOOK_SECONDS:
@@ -361,25 +508,54 @@ def _start_timer() -> None:
 
 
 def _tick() -> None:
-    """Flush on a database thread every GATEWAY_BOOK_SECONDS while there is work; asleep
-    (until the next booking wakes it) while there is none."""
+    """Flush on a database thread every GATEWAY_BOOK_SECONDS while there is work (less
+    often while writes keep failing); between, say this worker is alive and look for
+    what gone workers left, every few seconds."""
     global _asleep
+    from console import recovery
+
+    reclaimed = 0.0
     while not _stopping.is_set():
-        with _lock:
-            _asleep = not _pending()
-        if _asleep:
-            _wake.wait()
-        else:
-            _wake.wait(settings.GATEWAY_BOOK_SECONDS)
-        _wake.clear()
-        if _stopping.is_set():
-            return
+        now = time.monotonic()
         try:
-            db.submit(flush).result()
+            if now - reclaimed >= RECLAIM_SECONDS:
+                reclaimed = now
+                db.submit(recovery.reclaim).result()
+            db.submit(workers.beat).result()
         except RuntimeError:
             return  # the interpreter is shutting down: the exit handler writes the rest
         except Exception:
+            logger.exception("could not look for what gone workers left")
+        with _lock:
+            _asleep = not _pending()
+        if _asleep:
+            _wake.wait(workers.BEAT_SECONDS)
+        else:
+            _wake.wait(max(settings.GATEWAY_BOOK_SECONDS, _retry_at - time.monotonic()))
+        _wake.clear()
+        if _stopping.is_set():
+            return
+        with _lock:
+            pending = bool(_queue) or (_pending() and time.monotonic() >= _retry_at)
+        if not pending:
+            continue
+        try:
+            db.submit(flush).result()
+        except RuntimeError:
+            return
+        except Exception:
             logger.exception("booking calls failed")
+
+
+def _finish() -> None:
+    """Write everything and give the leases back; with nothing left unwritten, the
+    journal is discarded and this worker owns nothing any more."""
+    if flush(give_back=True):
+        with _lock:
+            written = not _queue
+        if written:
+            journal().discard_all()
+            workers.leave()
 
 
 def stop() -> None:
@@ -389,18 +565,22 @@ def stop() -> None:
     _wake.set()
     if _timer is not None:
         _timer.join(timeout=5)
-    flush(give_back=True)
+    _finish()
     _timer = None
     _stopping.clear()
 
 
 def forget() -> None:
-    """Drop what is queued and the leases, unwritten (tests: the database is rolled back)."""
+    """Drop what is queued, the leases and the journal, unwritten (tests: the database is
+    rolled back)."""
+    global _failures, _retry_at
     with _lock:
         batch = _queue[:]
         del _queue[:]
         _leases.clear()
         _retired.clear()
+        journal().discard_all()
+        _failures, _retry_at = 0, 0.0
     for booking in batch:
         if booking.done is not None and not booking.done.done():
             booking.done.set_result(None)
@@ -413,6 +593,6 @@ def _at_exit() -> None:
         pending = _pending()
     if pending and settings.configured:
         try:
-            flush(give_back=True)
+            _finish()
         except Exception:
             logger.exception("could not write the books at exit")

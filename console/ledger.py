@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User, Workspace
+from console import workers
 from console.models import BillingAccount, EntryKind, Hold, LedgerEntry, MonthlySpend
 
 logger = logging.getLogger(__name__)
@@ -246,8 +247,9 @@ def _insert_hold(
     cursor, request_id: str, workspace_id: int, api_key_id: str | None, amount: int, month: str
 ) -> None:
     cursor.execute(
-        f"INSERT INTO {Hold._meta.db_table} (request_id, workspace_id, api_key_id, amount, month, created_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
+        f"INSERT INTO {Hold._meta.db_table} "
+        "(request_id, workspace_id, api_key_id, amount, month, created_at, owner) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
         [
             request_id,
             workspace_id,
@@ -255,6 +257,7 @@ def _insert_hold(
             amount,
             month,
             _prep(Hold, "created_at", timezone.now()),
+            workers.current(),
         ],
     )
 
@@ -267,10 +270,15 @@ def chargeable(request_id: str, cost: int, held: int) -> int:
 
 
 @transaction.atomic
-def settle(*, request_id: str, cost: int, held: Held | None = None) -> int:
+def settle(
+    *, request_id: str, cost: int, held: Held | None = None, charge_if_released: bool = False
+) -> int:
     """Release a call's hold and charge what it cost (at most the hold); returns the charge.
 
-    Settling a call that holds nothing (or was settled already) charges nothing.
+    Settling a call that holds nothing (or was settled already) charges nothing, unless
+    `charge_if_released` says the call did hold `held` and was answered: its hold was
+    then returned with its worker's (taken for gone), and the call is charged from the
+    balance (`charge_late`).
     """
     if held is None:
         row = Hold.objects.filter(request_id=request_id).first()
@@ -281,7 +289,14 @@ def settle(*, request_id: str, cost: int, held: Held | None = None) -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {Hold._meta.db_table} WHERE request_id = %s", [request_id])
         if not cursor.rowcount:
-            return 0
+            if not charge_if_released or cost <= 0:
+                return 0
+            charge = chargeable(request_id, cost, held.amount)
+            return charge_late(
+                workspace_id=held.workspace_id,
+                month=held.month,
+                charges=[(request_id, held.api_key_id, charge)],
+            )[0]
         charge = chargeable(request_id, cost, held.amount)
         workspace_id = held.workspace_id
         cursor.execute(
@@ -395,6 +410,60 @@ def charge_lease(
                     f"UPDATE {table} SET committed = committed + %s, spent = spent + %s WHERE {where}",
                     [amount, amount, _spend_id(workspace_id, api_key_id, month), month],
                 )
+
+
+def charge_late(
+    *, workspace_id: int, month: str, charges: list[tuple[str, str | None, int]]
+) -> list[int]:
+    """Charge answered calls (request id, key id, amount) whose hold is gone, from the
+    balance; what each was charged.
+
+    A hold is returned without its calls' charges only when its worker was taken for
+    gone while it was alive, or gone before its journal was replayed: the calls are
+    charged now, from what the balance has, and never below zero (what it lacks is
+    logged, and given away).
+    """
+    account = BillingAccount.objects.select_for_update().get(workspace_id=workspace_id)
+    balance, charged, entries = account.balance, [], []
+    by_key: dict[str | None, int] = {}
+    for request_id, api_key_id, amount in charges:
+        charge = min(amount, balance)
+        if charge < amount:
+            logger.error(
+                "call %s cost %s, but its hold was gone and the balance had %s",
+                request_id, amount, balance,
+            )  # fmt: skip
+        balance -= charge
+        charged.append(charge)
+        if charge:
+            entries.append((workspace_id, EntryKind.CHARGE.value, -charge, balance, request_id))
+            by_key[api_key_id] = by_key.get(api_key_id, 0) + charge
+    total = sum(charged)
+    if not total:
+        return charged
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {BillingAccount._meta.db_table} SET balance = balance - %s WHERE workspace_id = %s",
+            [total, workspace_id],
+        )
+        _insert_entries(cursor, entries)
+        table = MonthlySpend._meta.db_table
+        where = _spend_where(workspace_id, month)
+        for key_id, amount in [(None, total), *((k, a) for k, a in by_key.items() if k)]:
+            cursor.execute(
+                f"UPDATE {table} SET committed = committed + %s, spent = spent + %s WHERE {where}",
+                [amount, amount, _spend_id(workspace_id, key_id, month), month],
+            )
+    return charged
+
+
+def release_owned(owner: str) -> int:
+    """Release the holds of a worker that is gone; returns how many."""
+    released = 0
+    for request_id in Hold.objects.filter(owner=owner).values_list("request_id", flat=True):
+        settle(request_id=request_id, cost=0)
+        released += 1
+    return released
 
 
 def release_stale(*, older_than: timedelta) -> int:

@@ -369,9 +369,25 @@ class Hold(models.Model):
     amount = models.BigIntegerField()
     month = models.CharField(max_length=7)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The worker (console.workers) whose call or lease this is: released when it is gone.
+    owner = models.CharField(max_length=64, blank=True, db_index=True)
 
     def __str__(self) -> str:
         return f"hold {self.amount} for {self.request_id}"
+
+
+class Worker(models.Model):
+    """A console process that holds credit or books calls, seen every few seconds while it
+    lives: what a worker that is gone held can then be returned by the others."""
+
+    id = models.CharField(max_length=64, primary_key=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class MonthlySpend(models.Model):

@@ -192,7 +192,9 @@ def book(
 ) -> UsageRecord:
     """Write the call's usage record, settle its hold to the actual cost, update the rollups."""
     cost = call_cost(fields, variant)
-    charge = ledger.settle(request_id=fields["request_id"], cost=cost, held=held)
+    charge = ledger.settle(
+        request_id=fields["request_id"], cost=cost, held=held, charge_if_released=held is not None
+    )
     fields.setdefault("created_at", timezone.now())
     record = UsageRecord(cost=charge, **fields)
     with connection.cursor() as cursor:

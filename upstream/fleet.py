@@ -1013,8 +1013,15 @@ class UpstreamStream:
             if chunk is not _MORE:
                 chunks.append(chunk)  # type: ignore[arg-type]
                 continue
-            if self._read_arrived():
-                continue
+            try:
+                if self._read_arrived():
+                    continue
+            except aiohttp.ClientError as exc:  # the body broke off after what came before
+                failure = self._fleet._connection_error(node, exc)
+                if not chunks:
+                    raise failure from None
+                self._failure = failure
+                break
             if chunks:
                 break
             loop = asyncio.get_running_loop()

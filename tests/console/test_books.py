@@ -176,9 +176,11 @@ def test_a_batch_that_fails_is_written_call_by_call(acme, caplog):
     other = _hold(acme.pk, 5_000, "r2")
     for held in (first, again, other):
         _book(held)
-    books.flush(give_back=True)
+    assert books.flush(give_back=True) is False
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["r1", "r2"]
     assert "could not book the call r1" in caplog.text
+    # The call that failed is kept and tried again: found booked under its id, it is done.
+    assert books.flush(give_back=True) is True
     assert not Hold.objects.exists()
     cost = token_cost("chat", "mira", 10, 100)
     assert _exact(acme) == ACME_CREDIT - 2 * cost  # the call that was not booked was not charged
@@ -246,3 +248,55 @@ def test_leases_and_batches_keep_the_balance_exact(steps):
     assert not Hold.objects.filter(workspace=workspace).exists()
     _exact(workspace)
     books.forget()
+
+
+def _refuse_usage_records(refuse: bool) -> None:
+    """Make the database refuse (or accept again) new usage records, as a full disk or a
+    lost connection would: a real error from the database, in the middle of a batch."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            if refuse:
+                cursor.execute(
+                    "CREATE FUNCTION refuse_usage() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ "
+                    "LANGUAGE plpgsql"
+                )
+                cursor.execute(
+                    "CREATE TRIGGER refuse_usage BEFORE INSERT ON console_usagerecord "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_usage()"
+                )
+            else:
+                cursor.execute("DROP TRIGGER refuse_usage ON console_usagerecord")
+                cursor.execute("DROP FUNCTION refuse_usage()")
+        elif refuse:
+            cursor.execute(
+                "CREATE TRIGGER refuse_usage BEFORE INSERT ON console_usagerecord BEGIN "
+                "SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        else:
+            cursor.execute("DROP TRIGGER refuse_usage")
+
+
+def test_a_batch_the_database_refuses_is_kept_and_written_when_it_can_be(acme, caplog):
+    held = [_hold(acme.pk, 5_000, f"r{n}") for n in range(3)]
+    for h in held:
+        _book(h)
+    _refuse_usage_records(True)
+    assert books.flush() is False
+    assert "could not book 3 calls; they stay journaled" in caplog.text
+    assert not UsageRecord.objects.exists()
+    assert not LedgerEntry.objects.filter(kind=EntryKind.CHARGE).exists()
+
+    _refuse_usage_records(False)
+    assert books.flush(give_back=True) is True
+    cost = token_cost("chat", "mira", 10, 100)
+    assert dict(UsageRecord.objects.values_list("request_id", "cost")) == {
+        "r0": cost,
+        "r1": cost,
+        "r2": cost,
+    }
+    assert LedgerEntry.objects.filter(kind=EntryKind.CHARGE).count() == 3
+    assert not Hold.objects.exists()
+    assert _exact(acme) == ACME_CREDIT - 3 * cost
