@@ -1,5 +1,5 @@
-"""Two worker processes sharing Redis: a revoked key stops everywhere within a second, and a
-rate limit is exact across workers."""
+"""Two worker processes sharing Redis: a revoked key (or a removed member's) stops everywhere
+within a second, and a rate limit is exact across workers."""
 
 import os
 import shutil
@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
+from accounts.actions import remove_member
+from accounts.models import Membership
 from console.actions import create_key
 from console.models import ApiKey
 from tests.conftest import free_port, within_one_minute
@@ -94,6 +96,24 @@ def test_a_revoked_key_stops_on_every_worker_within_a_second(workers, redis_url,
     time.sleep(1.0)
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
+
+
+def test_a_removed_members_keys_stop_on_every_worker_within_a_second(
+    workers, redis_url, alice, bob, acme
+):
+    secrets = [create_key(workspace=acme, name=n, created_by=bob)[1] for n in ("ci", "deploy")]
+    _key, alices = create_key(workspace=acme, name="alice's", created_by=alice)
+    calls = [*secrets, alices] * 8
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda secret: _post(workers, secret), calls)) == {200}
+    with override_settings(REDIS_URL=redis_url):
+        remove_member(
+            membership=Membership.objects.get(user=bob),
+            by=Membership.objects.get(user=alice),
+        )
+    time.sleep(1.0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(lambda secret: _post(workers, secret), calls)) == [401, 401, 200] * 8
 
 
 def test_a_rate_limit_is_exact_across_workers(workers, alice, acme):
