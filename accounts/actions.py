@@ -10,6 +10,7 @@ from django.utils.text import slugify
 
 from accounts.models import Invitation, Membership, User, Workspace
 from accounts.roles import Role
+from accounts.signals import member_removed
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def change_role(*, membership: Membership, role: str, by: Membership) -> Members
 
 @transaction.atomic
 def remove_member(*, membership: Membership, by: Membership) -> None:
+    """Remove a member, or let one leave (`by` is then the same membership); the apps that
+    hold something of theirs in the workspace stop it through `member_removed`."""
     membership = (
         Membership.objects.select_for_update()
         .select_related("workspace", "user")
@@ -108,6 +111,9 @@ def remove_member(*, membership: Membership, by: Membership) -> None:
                 "You are the last owner: make someone else an owner before you leave."
             )
         raise MembershipError("A workspace needs an owner: the last owner cannot be removed.")
+    # The row stays locked until the end of the transaction: what the receivers stop
+    # (the member's keys) cannot gain anything meanwhile.
+    member_removed.send(sender=Membership, membership=membership, by=by)
     membership.delete()
 
 

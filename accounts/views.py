@@ -5,10 +5,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts import actions
+from accounts import actions, signals
 from accounts.access import workspace_view
 from accounts.forms import AcceptAsNewUserForm, InviteForm, RoleForm, WorkspaceForm
 from accounts.models import Invitation, Membership, User
@@ -191,37 +191,46 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@workspace_view("members.manage")
-@require_POST
-def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    target = _get_membership_in_workspace(request, pk)
+def _removal_page(
+    request: HttpRequest, target: Membership, *, error: str | None = None
+) -> HttpResponse:
+    """The confirmation before a member is removed or leaves: it says what stops with them."""
+    context = {
+        "target": target,
+        "leaving": target.pk == request.membership.pk,
+        "stops": signals.what_stops(target),
+        "error": error,
+    }
+    return render(request, "accounts/member_remove.html", context, status=400 if error else 200)
+
+
+def _remove(request: HttpRequest, target: Membership) -> HttpResponse:
     try:
         actions.remove_member(membership=target, by=request.membership)
     except actions.MembershipError as exc:
-        if request.htmx:
-            context = _members_context(request) | {"m": target, "row_error": str(exc)}
-            return render(request, "accounts/members.html#member-row", context, status=400)
-        messages.error(request, str(exc))
-        return redirect("members", slug=request.workspace.slug)
+        return _removal_page(request, target, error=str(exc))
     if target.pk == request.membership.pk:
         messages.success(request, f"You left {request.workspace.name}.")
-        return HttpResponseClientRedirect(reverse("home")) if request.htmx else redirect("home")
-    if request.htmx:
-        return HttpResponse("")
+        return redirect("home")
     messages.success(request, f"{target.user.email} was removed from {request.workspace.name}.")
     return redirect("members", slug=request.workspace.slug)
 
 
+@workspace_view("members.manage")
+@require_http_methods(["GET", "POST"])
+def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    target = _get_membership_in_workspace(request, pk)
+    if request.method == "POST":
+        return _remove(request, target)
+    return _removal_page(request, target)
+
+
 @workspace_view("dashboard.view")
-@require_POST
+@require_http_methods(["GET", "POST"])
 def leave(request: HttpRequest) -> HttpResponse:
-    try:
-        actions.remove_member(membership=request.membership, by=request.membership)
-    except actions.MembershipError as exc:
-        messages.error(request, str(exc))
-        return redirect("dashboard", slug=request.workspace.slug)
-    messages.success(request, f"You left {request.workspace.name}.")
-    return redirect("home")
+    if request.method == "POST":
+        return _remove(request, request.membership)
+    return _removal_page(request, request.membership)
 
 
 # ---------- settings ----------

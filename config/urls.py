@@ -1,3 +1,4 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
@@ -6,6 +7,10 @@ from console import billing_views, dashboards
 from console import views as console_views
 from gateway import fleet_page
 from playground import views as playground_views
+
+# The admin signs in through allauth like every page, so that two-factor codes and the
+# failed sign-in throttle apply; its own password form would pass both.
+admin.site.login = secure_admin_login(admin.site.login)
 
 workspace_patterns = [
     path("", console_views.dashboard, name="dashboard"),

@@ -4,9 +4,9 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 
-from accounts.models import User, Workspace
+from accounts.models import Membership, User, Workspace
 from console import keys
-from console.models import ApiKey, AuditEvent
+from console.models import ApiKey, ApiKeyQuerySet, AuditEvent
 
 
 def audit(
@@ -30,16 +30,19 @@ def create_key(
     monthly_budget: int | None = None,
     expires_at: datetime | None = None,
     actor: User | None = None,
+    created_by_key: ApiKey | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; the secret is returned here and nowhere else, ever.
 
     `actor` is who to record in the audit log when it is not the key's owner (an admin
     rotating a developer's key creates the new key on the developer's behalf).
+    `created_by_key` is the key that asked for this one through the account API.
     """
     secret = keys.generate_secret()
     key = ApiKey(
         workspace=workspace,
         created_by=created_by,
+        created_by_key=created_by_key,
         name=name,
         prefix=keys.display_prefix(secret),
         last_four=secret[-4:],
@@ -53,7 +56,15 @@ def create_key(
     if scopes is not None:
         key.scopes = scopes
     key.save()
-    audit(workspace=workspace, actor=actor or created_by, action="key.created", key=key, name=name)
+    detail = {"by_key": str(created_by_key.pk)} if created_by_key else {}
+    audit(
+        workspace=workspace,
+        actor=actor or created_by,
+        action="key.created",
+        key=key,
+        name=name,
+        **detail,
+    )
     return key, secret
 
 
@@ -71,6 +82,7 @@ def rotate_key(*, key: ApiKey, by: User | None, grace: timedelta) -> tuple[ApiKe
         monthly_budget=key.monthly_budget,
         expires_at=key.expires_at,
         actor=by,
+        created_by_key=key.created_by_key,
     )
     key.replaced_by = new_key
     key.save(update_fields=["replaced_by"])
@@ -102,3 +114,33 @@ def disable_key(*, key: ApiKey, by: User | None) -> None:
 def enable_key(*, key: ApiKey, by: User | None) -> None:
     key.enable()
     audit(workspace=key.workspace, actor=by, action="key.enabled", key=key)
+
+
+# ---------- when a member leaves ----------
+
+
+def member_keys(membership: Membership) -> ApiKeyQuerySet:
+    """The keys a member created in the workspace that work, or could work again."""
+    return (
+        ApiKey.objects.for_workspace(membership.workspace_id)
+        .live()
+        .filter(created_by_id=membership.user_id)
+    )
+
+
+@transaction.atomic
+def stop_member_keys(*, membership: Membership, by: User | None, reason: str) -> int:
+    """Revoke every key a member created in the workspace, each one audited with why;
+    returns how many stopped. Called as the membership ends (console.receivers)."""
+    stopped = list(member_keys(membership).select_for_update())
+    for key in stopped:
+        key.revoke()
+        audit(
+            workspace=membership.workspace,
+            actor=by,
+            action="key.revoked",
+            key=key,
+            reason=reason,
+            member=membership.user.email,
+        )
+    return len(stopped)

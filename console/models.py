@@ -47,6 +47,13 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
             Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         )
 
+    def live(self) -> "ApiKeyQuerySet":
+        """Keys that work or could work again: neither revoked nor expired (a disabled key
+        can be enabled)."""
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+
     def info_for_hash(self, key_hash: str) -> keys.KeyInfo | None:
         key = self.select_related("workspace").filter(key_hash=key_hash).first()
         return key.info() if key else None
@@ -59,6 +66,10 @@ class ApiKey(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The key that created this one through the account API; it never has more than that key.
+    created_by_key = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     name = models.CharField(max_length=128)
     prefix = models.CharField(max_length=16)

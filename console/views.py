@@ -170,6 +170,13 @@ EVENTS = {  # audit action -> (verb, icon, tone)
     "key.enabled": ("re-enabled", "check", "ok"),
 }
 
+# Why a key was revoked when its creator's membership ended (console.receivers).
+STOPPED_BECAUSE = {
+    "member_removed": "{member} was removed from the workspace",
+    "member_left": "{member} left the workspace",
+    "membership_deleted": "{member} is no longer a member",
+}
+
 
 def _duration(seconds: int) -> str:
     """A grace period for people: `1 hour`, `24 hours`, `7 days`."""
@@ -280,6 +287,8 @@ def _recent_events(request: HttpRequest) -> list[AuditEvent]:
         if event.action == "key.rotated":
             grace = int(event.detail.get("grace_seconds") or 0)
             event.note = f"grace period {_duration(grace)}" if grace else "no grace period"
+        elif event.detail.get("reason") in STOPPED_BECAUSE:
+            event.note = STOPPED_BECAUSE[event.detail["reason"]].format(**event.detail)
     return events
 
 

@@ -9,12 +9,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from accounts.models import Workspace
+from accounts.models import Membership
 from console import actions, db, ledger
 from console.models import (
     ADMIN_SCOPE,
@@ -74,6 +75,7 @@ def _key_item(key: ApiKey, totals: dict) -> dict:
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
         "monthly_budget_micros": key.monthly_budget,
+        "created_by_key": str(key.created_by_key_id) if key.created_by_key_id else None,
         "total_requests": requests,
         "total_tokens": tokens,
         "last_used_at": _when(key.last_used_at),
@@ -120,21 +122,82 @@ class CreateKeyRequest(BaseModel):
         return value
 
 
-def _create_key(workspace_id: int, spec: CreateKeyRequest) -> dict:
-    workspace = Workspace.objects.get(pk=workspace_id)
-    expires = (
-        timezone.now() + timedelta(days=spec.expires_in_days) if spec.expires_in_days else None
+def _beyond(field: str, what: str) -> ApiError:
+    return ApiError(403, f"{field}: {what}", code="beyond_creating_key")
+
+
+def _within(creator: ApiKey, spec: CreateKeyRequest) -> dict:
+    """The new key's settings: what was asked, never more than the creating key has.
+
+    Whatever is left out comes from the creating key (its product scopes, its models,
+    limits, budget and expiry); asking for more is a 403 naming the field.
+    """
+    scopes = spec.scopes
+    if scopes is None:
+        scopes = [scope for scope in PRODUCT_SCOPES if scope in creator.scopes]
+    extra = [scope for scope in scopes if scope not in creator.scopes]
+    if extra:
+        raise _beyond("scopes", f"{', '.join(extra)} is beyond this key's scopes")
+    models = spec.allowed_models
+    if creator.allowed_models:
+        models = models or list(creator.allowed_models)
+        extra = [model for model in models if model not in creator.allowed_models]
+        if extra:
+            raise _beyond("allowed_models", f"{', '.join(extra)} is beyond this key's models")
+    capped = {}
+    for field, asked, has, noun in (
+        ("rpm_limit", spec.rpm_limit, creator.rpm_limit, "limit"),
+        ("tpm_limit", spec.tpm_limit, creator.tpm_limit, "limit"),
+        ("monthly_budget_micros", spec.monthly_budget_micros, creator.monthly_budget, "budget"),
+    ):
+        if has is not None and asked is not None and asked > has:
+            raise _beyond(field, f"{asked} is beyond this key's {noun} of {has}")
+        capped[field] = has if asked is None else asked
+    expires = creator.expires_at
+    if spec.expires_in_days:
+        asked_expiry = timezone.now() + timedelta(days=spec.expires_in_days)
+        if expires is not None and asked_expiry > expires:
+            raise _beyond(
+                "expires_in_days",
+                f"{spec.expires_in_days} days is beyond this key, which expires at "
+                f"{expires.isoformat(timespec='seconds')}",
+            )
+        expires = asked_expiry
+    return {
+        "scopes": scopes,
+        "allowed_models": models,
+        "rpm_limit": capped["rpm_limit"],
+        "tpm_limit": capped["tpm_limit"],
+        "monthly_budget": capped["monthly_budget_micros"],
+        "expires_at": expires,
+    }
+
+
+@transaction.atomic
+def _create_key(caller: Caller, spec: CreateKeyRequest) -> dict:
+    creator = (
+        ApiKey.objects.select_related("workspace", "created_by")
+        .filter(pk=caller.key.id, workspace_id=caller.workspace_id)
+        .active()
+        .first()
     )
+    if creator is not None and creator.created_by_id is not None:
+        # The person's membership stays locked until the new key is saved: their removal
+        # (which locks it before revoking their keys) either sees the new key or came first.
+        membership = Membership.objects.select_for_update().filter(
+            user_id=creator.created_by_id, workspace_id=caller.workspace_id
+        )
+        if not list(membership.values_list("pk", flat=True)):
+            creator = None
+    if creator is None:
+        # The cached copy that let the call in was a moment behind the database.
+        raise ApiError(401, "This API key has been revoked or disabled.", code="inactive_api_key")
     key, secret = actions.create_key(
-        workspace=workspace,
+        workspace=creator.workspace,
         name=spec.name,
-        created_by=None,
-        scopes=spec.scopes,
-        allowed_models=spec.allowed_models,
-        rpm_limit=spec.rpm_limit,
-        tpm_limit=spec.tpm_limit,
-        monthly_budget=spec.monthly_budget_micros,
-        expires_at=expires,
+        created_by=creator.created_by,
+        created_by_key=creator,
+        **_within(creator, spec),
     )
     return _key_item(key, {}) | {"key": secret}
 
@@ -159,7 +222,7 @@ async def api_keys(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse(await db.run(_list_keys, caller.workspace_id), safe=False)
     spec = validate(CreateKeyRequest, json_body(request))
-    return JsonResponse(await db.run(_create_key, caller.workspace_id, spec), status=201)
+    return JsonResponse(await db.run(_create_key, caller, spec), status=201)
 
 
 @endpoint("DELETE")

@@ -26,6 +26,10 @@ when nothing streams any more; `problem` `{message}` for a request that was refu
 Each reply streams in its own `asyncio.Task`, kept in `self.runs`: `stop` and
 `disconnect()` cancel and await them, and each run saves its message and books its
 call in `finally`, so nothing waits for a reply to end and no call is lost.
+
+The server closes the socket, after stopping its replies the same way, when its session
+signs out (4401) or its member loses the playground in the workspace (4403): see
+`playground.sockets`.
 """
 
 import asyncio
@@ -40,7 +44,7 @@ from django.utils import timezone
 from accounts.models import Membership
 from console.models import Source
 from gateway.pipeline import Caller
-from playground import conversations
+from playground import conversations, sockets
 from playground.chat import ChatRun
 from playground.conversations import Tree
 from playground.models import Conversation, Message, Role, Status
@@ -53,26 +57,30 @@ PACE = 0.05  # seconds between two renderings of a streaming reply
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
-    # Each page talks only to its own consumer, so it needs no channel layer (an alias that is
-    # not configured gives none): no Redis round-trips, nor a blocking read held open per page.
-    channel_layer_alias = None
+    # The channel layer carries only the closes of `playground.sockets` (a sign-out, a lost
+    # membership); the page's own messages never go through it.
 
     async def connect(self) -> None:
         self.runs: dict[int, asyncio.Task] = {}
         self.streaming: set[int] = set()
         self.open = False
+        self.joined: list[str] = []
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+            await self.close(code=sockets.SIGNED_OUT)
             return
         self.user = user
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
         membership = await self._membership()
         if membership is None:
-            await self.close(code=4403)
+            await self.close(code=sockets.NOT_ALLOWED)
             return
         self.workspace = membership.workspace
         self.can_manage_billing = membership.can("billing.manage")
+        await self._join(
+            sockets.session_group(self.scope["session"].session_key),
+            sockets.member_group(user_id=user.pk, workspace_id=self.workspace.pk),
+        )
         self.open = True
         await self.accept()
 
@@ -80,6 +88,22 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         # Closing the tab stops its replies; each one books its call as it ends.
         self.open = False
         await self._stop_all()
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _join(self, *groups: str) -> None:
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+
+    async def playground_close(self, event: dict) -> None:
+        """This page's session signed out, or its member may no longer use the playground:
+        stop the replies (each one is saved and booked as it ends), then close."""
+        if not self.open:
+            return
+        await self._stop_all()
+        self.open = False
+        await self.close(code=event["code"])
 
     async def _membership(self) -> Membership | None:
         membership = (
@@ -94,6 +118,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     # --- messages from the page ----------------------------------------------------------
 
     async def receive_json(self, content: Any, **kwargs) -> None:
+        if not self.open:
+            return  # closed by the server; what the page sent meanwhile is not answered
         handlers = {
             "send": self.on_send,
             "regenerate": self.on_regenerate,
@@ -366,7 +392,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if await self._membership() is None:
             await self._problem("You may no longer use the playground in this workspace.")
             self.open = False
-            await self.close(code=4403)
+            await self.close(code=sockets.NOT_ALLOWED)
             raise Invalid("You may no longer use the playground in this workspace.")
 
     def _not_busy(self) -> None:

@@ -397,3 +397,26 @@ def test_regenerating_and_editing_keep_every_version(alice, new_page, upstream_f
     expect(_reply(page).locator(".pg-body")).to_have_text("Second answer")
     assert UsageRecord.objects.count() == 3
     assert page.errors == []
+
+
+def test_signing_out_in_another_tab_stops_the_reply_and_closes_the_playground(
+    alice, new_page, slow_upstream
+):
+    page = _open(new_page)
+    _send(page, LONG_QUESTION)
+    reply = _reply(page)
+    expect(reply.locator(".pg-body")).not_to_be_empty()
+
+    other = page.context.new_page()
+    other.goto("/w/acme/")
+    other.get_by_label("Account menu").click()
+    other.get_by_role("menuitem", name="Sign out").click()
+
+    expect(page.locator("#pg-status")).to_have_text(
+        "You are signed out. Reload the page to sign in again."
+    )
+    expect(reply).to_contain_text("stopped")
+    screenshot(page, "playground-signed-out")
+    record = usage_records().get()
+    assert record.status == 499 and record.user_id == alice.pk
+    assert page.errors == []

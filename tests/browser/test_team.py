@@ -6,6 +6,8 @@ import pytest
 from django.core import mail
 from playwright.sync_api import expect
 
+from console.actions import create_key
+from console.models import ApiKey
 from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import PASSWORD
 
@@ -115,4 +117,41 @@ def test_a_bad_invitation_shows_its_error_beside_the_field(alice, new_page):
     page.get_by_label("Email address").fill("not-an-email")
     page.get_by_role("button", name="Send invitation").click()
     expect(page.locator("#invite-email-errors")).to_contain_text("Enter a valid email address")
+    assert page.errors == []
+
+
+def test_removing_a_member_says_how_many_of_their_keys_stop_first(alice, bob, acme, new_page):
+    for name in ("ci", "deploy"):
+        create_key(workspace=acme, name=name, created_by=bob)
+    page = new_page()
+    sign_in(page, "alice@example.com", PASSWORD)
+    page.goto("/w/acme/members/")
+    page.get_by_role("link", name="Remove bob@example.com").click()
+    expect(page.get_by_role("heading", name="Remove bob@example.com from Acme?")).to_be_visible()
+    expect(page.locator("#removal")).to_contain_text(
+        "2 API keys they created in Acme will stop working at once"
+    )
+    screenshot(page, "member-remove-confirm")
+    assert {k.status for k in ApiKey.objects.all()} == {"active"}
+
+    page.get_by_role("button", name="Remove bob@example.com").click()
+    expect(page.get_by_text("bob@example.com was removed from Acme.")).to_be_visible()
+    expect(page.locator("#members-table")).not_to_contain_text("bob@example.com")
+    assert {k.status for k in ApiKey.objects.all()} == {"revoked"}
+    assert page.errors == []
+
+
+def test_leaving_says_how_many_of_ones_keys_stop_first(bob, acme, alice, new_page):
+    create_key(workspace=acme, name="ci", created_by=bob)
+    page = new_page(color_scheme="dark")
+    sign_in(page, "bob@example.com", PASSWORD)
+    page.goto("/w/acme/members/")
+    page.get_by_role("link", name="Leave", exact=True).click()
+    expect(page.locator("#removal")).to_contain_text(
+        "1 API key you created in Acme will stop working at once"
+    )
+    screenshot(page, "member-leave-confirm")
+    page.get_by_role("button", name="Leave Acme").click()
+    expect(page.get_by_text("You left Acme.")).to_be_visible()
+    assert ApiKey.objects.get().status == "revoked"
     assert page.errors == []

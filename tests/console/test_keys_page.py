@@ -433,6 +433,16 @@ def test_an_admin_rotating_a_developers_key_keeps_the_developer_as_owner(bob, ac
     assert AuditEvent.objects.get(action="key.created", api_key=new).actor == admin
 
 
+def test_the_audit_log_says_a_key_stopped_because_its_creator_was_removed(
+    alice, bob, acme, alice_client
+):
+    _key(acme, "Bobs key", bob)
+    membership = bob.memberships.get(workspace=acme)
+    alice_client.post(f"/w/acme/members/{membership.pk}/remove/")
+    audit = alice_client.get(URL).content.decode().split('id="key-audit"')[1]
+    assert "revoked" in audit and "bob@example.com was removed from the workspace" in audit
+
+
 def test_a_viewer_gets_403_on_the_page_and_every_action(alice, acme, member_of_acme):
     client = signed_in(member_of_acme(Role.VIEWER))
     key, _ = _key(acme, "Alices key", alice)

@@ -1,10 +1,14 @@
 """The account API: keys, balance, transactions and usage, for admin-scoped keys only."""
 
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
 
+from accounts.actions import remove_member
+from accounts.models import Membership
 from console import ledger
 from console.actions import create_key
 from console.models import ADMIN_SCOPE, PRODUCT_SCOPES, ApiKey, AuditEvent
@@ -137,3 +141,113 @@ def test_usage_totals_and_groups(admin):
         ).status_code
         == 400
     )
+
+
+# ---------- a key made with a key never has more than that key ----------
+
+
+@pytest.fixture
+def bobs_key(bob, acme) -> ApiKey:
+    """An admin key of Bob's that may only chat with mira, within limits, for 30 days."""
+    key, secret = create_key(
+        workspace=acme,
+        name="limited",
+        created_by=bob,
+        scopes=["chat", ADMIN_SCOPE],
+        allowed_models=["mira"],
+        rpm_limit=60,
+        tpm_limit=10_000,
+        monthly_budget=5_000_000,
+        expires_at=timezone.now() + timedelta(days=30),
+    )
+    key.secret = secret
+    return key
+
+
+@pytest.fixture
+def limited(console_url, bobs_key):
+    with httpx.Client(
+        base_url=console_url, headers={"x-api-key": bobs_key.secret}, timeout=30
+    ) as client:
+        yield client
+
+
+def test_a_key_made_with_a_key_records_that_key_and_its_person(admin, alice):
+    ops = ApiKey.objects.get(name="ops")
+    body = admin.post("/api-keys", json={"name": "ci"}).json()
+    assert body["created_by_key"] == str(ops.pk)
+    made = ApiKey.objects.get(pk=body["id"])
+    assert (made.created_by, made.created_by_key) == (alice, ops)
+    event = AuditEvent.objects.get(action="key.created", api_key=made)
+    assert (event.actor, event.detail["by_key"]) == (alice, str(ops.pk))
+    listed = {k["name"]: k["created_by_key"] for k in admin.get("/api-keys").json()}
+    assert listed == {"ops": None, "ci": str(ops.pk)}
+
+
+@pytest.mark.parametrize(
+    ("asked", "detail"),
+    [
+        ({"scopes": ["chat", "images"]}, "scopes: images is beyond this key's scopes"),
+        (
+            {"allowed_models": ["mira", "mira-pro"]},
+            "allowed_models: mira-pro is beyond this key's models",
+        ),
+        ({"rpm_limit": 61}, "rpm_limit: 61 is beyond this key's limit of 60"),
+        ({"tpm_limit": 10_001}, "tpm_limit: 10001 is beyond this key's limit of 10000"),
+        (
+            {"monthly_budget_micros": 5_000_001},
+            "monthly_budget_micros: 5000001 is beyond this key's budget of 5000000",
+        ),
+        ({"expires_in_days": 31}, "expires_in_days: 31 days is beyond this key, which expires"),
+    ],
+)
+def test_asking_for_more_than_the_creating_key_has_is_a_403_naming_it(
+    limited, bobs_key, asked, detail
+):
+    response = limited.post("/api-keys", json={"name": "more"} | asked)
+    assert response.status_code == 403
+    assert response.json()["detail"].startswith(detail)
+    assert response.json()["error"]["type"] == "permission_error"
+    assert list(ApiKey.objects.values_list("name", flat=True)) == ["limited"]
+
+
+def test_what_a_new_key_leaves_out_it_gets_from_the_creating_key(limited, bobs_key, bob):
+    body = limited.post("/api-keys", json={"name": "child", "allowed_models": []}).json()
+    made = ApiKey.objects.get(pk=body["id"])
+    assert made.scopes == ["chat"]  # the creator's products; the admin scope is asked for
+    assert made.allowed_models == ["mira"]  # never "every model"
+    assert (made.rpm_limit, made.tpm_limit, made.monthly_budget) == (60, 10_000, 5_000_000)
+    assert made.expires_at == bobs_key.expires_at
+    assert (made.created_by, made.created_by_key) == (bob, bobs_key)
+
+
+def test_a_new_key_may_ask_for_less_than_the_creating_key(limited, console_url):
+    asked = {
+        "name": "smaller",
+        "scopes": ["chat", ADMIN_SCOPE],
+        "allowed_models": ["mira"],
+        "rpm_limit": 10,
+        "tpm_limit": 500,
+        "monthly_budget_micros": 1_000_000,
+        "expires_in_days": 7,
+    }
+    response = limited.post("/api-keys", json=asked)
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["scopes"], body["rpm_limit"], body["monthly_budget_micros"]) == (
+        ["chat", ADMIN_SCOPE],
+        10,
+        1_000_000,
+    )
+    chat = httpx.post(
+        f"{console_url}/chat/completions", json=CHAT, headers={"x-api-key": body["key"]}
+    )
+    assert chat.status_code == 200
+
+
+def test_keys_made_with_a_members_key_stop_when_the_member_leaves(limited, console_url, bob, acme):
+    secret = limited.post("/api-keys", json={"name": "child"}).json()["key"]
+    remove_member(membership=Membership.objects.get(user=bob), by=Membership.objects.get(user=bob))
+    chat = httpx.post(f"{console_url}/chat/completions", json=CHAT, headers={"x-api-key": secret})
+    assert chat.status_code == 401
+    assert limited.post("/api-keys", json={"name": "after"}).status_code == 401

@@ -1,22 +1,29 @@
-"""Two worker processes sharing Redis: a revoked key stops everywhere within a second, and a
-rate limit is exact across workers."""
+"""Two worker processes sharing Redis: a revoked key (or a removed member's) stops everywhere
+within a second, a removed member's playground sockets close on every worker, and a rate
+limit is exact across workers."""
 
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from accounts.actions import remove_member
+from accounts.models import Membership
 from console.actions import create_key
 from console.models import ApiKey
-from tests.conftest import free_port, within_one_minute
+from tests.conftest import free_port, signed_in, within_one_minute
 from tests.upstream_fixtures import TEST_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +104,55 @@ def test_a_lookup_while_a_revocation_commits_cannot_bring_the_key_back(
     time.sleep(1.0)
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert set(pool.map(lambda _: _post(workers, secret), range(24))) == {401}
+
+
+def test_a_removed_members_keys_stop_on_every_worker_within_a_second(
+    workers, redis_url, alice, bob, acme
+):
+    secrets = [create_key(workspace=acme, name=n, created_by=bob)[1] for n in ("ci", "deploy")]
+    _key, alices = create_key(workspace=acme, name="alice's", created_by=alice)
+    calls = [*secrets, alices] * 8
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(lambda secret: _post(workers, secret), calls)) == {200}
+    with override_settings(REDIS_URL=redis_url):
+        remove_member(
+            membership=Membership.objects.get(user=bob),
+            by=Membership.objects.get(user=alice),
+        )
+    time.sleep(1.0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(lambda secret: _post(workers, secret), calls)) == [401, 401, 200] * 8
+
+
+def test_removing_a_member_closes_their_playground_sockets_on_every_worker(
+    workers, redis_url, alice, bob, acme
+):
+    cookie = signed_in(bob).cookies[settings.SESSION_COOKIE_NAME].value
+    origin = workers.removesuffix("/v1")
+    layer = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
+    codes = []
+    with ExitStack() as stack:
+        # Several sockets, so that both workers hold some of them.
+        sockets = [
+            stack.enter_context(
+                connect(
+                    f"{origin.replace('http', 'ws')}/ws/playground/acme/",
+                    origin=origin,
+                    additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+                )
+            )
+            for _ in range(6)
+        ]
+        with override_settings(REDIS_URL=redis_url, CHANNEL_LAYERS={"default": layer}):
+            remove_member(
+                membership=Membership.objects.get(user=bob),
+                by=Membership.objects.get(user=alice),
+            )
+        for socket in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=5)
+            codes.append(closed.value.rcvd.code)
+    assert codes == [4403] * 6
 
 
 def test_a_rate_limit_is_exact_across_workers(workers, alice, acme):

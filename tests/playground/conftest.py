@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.test import Client
 from PIL import Image
 
 from tests.conftest import signed_in
@@ -25,12 +26,20 @@ def settings_for(*models: str, **shared) -> dict:
 
 def session_headers(user, origin: bytes = ORIGIN) -> list[tuple[bytes, bytes]]:
     """The headers a signed-in member's browser sends when it opens the websocket."""
-    cookie = signed_in(user).cookies[settings.SESSION_COOKIE_NAME].value
-    return [
+    return browser_of(user, origin)[1]
+
+
+def browser_of(user, origin: bytes = ORIGIN) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    """A signed-in browser: its client (to sign out or change things with) and the headers
+    it sends when it opens the websocket."""
+    client = signed_in(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    headers = [
         (b"origin", origin),
         (b"host", b"testserver"),
         (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
     ]
+    return client, headers
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from asgiref.sync import sync_to_async
 from accounts.roles import Role
 from console.models import UsageRecord
 from playground.models import Conversation, Message, Status
-from tests.conftest import seed_prices
+from tests.conftest import seed_prices, signed_in
 from tests.playground.conftest import (
+    browser_of,
     communicator,
     frames_until,
     png_data_uri,
@@ -408,3 +409,106 @@ async def test_a_member_demoted_to_viewer_is_cut_off(bob, upstream_fleet):
     assert closed == {"type": "websocket.close", "code": 4403}
     assert await Conversation.objects.acount() == 0
     assert await UsageRecord.objects.acount() == 0
+
+
+# ---------- a signed-out browser, or a former member, has no open socket ----------
+
+
+async def _until_closed(ws) -> tuple[list[dict], dict]:
+    """The frames the page gets before the server closes its socket, and the close."""
+    frames = []
+    while True:
+        output = await ws.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return frames, output
+        frames.append(json.loads(output["text"]))
+
+
+async def _still_open(ws) -> bool:
+    await ws.send_json_to({"type": "show", "conversation": None, "column": 0})
+    return (await ws.receive_json_from(timeout=5))["type"] == "column"
+
+
+async def test_signing_out_closes_that_browsers_playground_socket(alice, upstream_fleet):
+    client, headers = await sync_to_async(browser_of)(alice)
+    _other_client, other_headers = await sync_to_async(browser_of)(alice)
+    ws = await _connected(headers)
+    other = await _connected(other_headers)
+    try:
+        await sync_to_async(client.post)("/accounts/logout/")
+        _frames, closed = await _until_closed(ws)
+        assert closed == {"type": "websocket.close", "code": 4401}
+        assert await _still_open(other)  # the same person signed in elsewhere keeps theirs
+    finally:
+        await ws.disconnect()
+        await other.disconnect()
+
+
+async def test_signing_out_stops_a_streaming_reply_and_books_it(alice, slow_upstream):
+    client, headers = await sync_to_async(browser_of)(alice)
+    ws = await _connected(headers)
+    try:
+        await _send(ws, QUESTION)
+        await frames_until(ws, "delta")
+        await sync_to_async(client.post)("/accounts/logout/")
+        frames, closed = await _until_closed(ws)
+    finally:
+        await ws.disconnect()
+    assert closed["code"] == 4401
+    final = next(f for f in frames if f["type"] == "message")
+    reply = await Message.objects.aget(pk=final["id"])
+    record = await UsageRecord.objects.aget()
+    assert reply.status == Status.STOPPED and reply.request_id == record.request_id
+    assert record.status == 499 and record.user_id == alice.pk
+
+
+async def test_removing_a_member_closes_their_sockets_in_that_workspace_only(
+    alice, bob, globex, upstream_fleet
+):
+    from accounts.models import Membership
+
+    await Membership.objects.acreate(user=bob, workspace=globex, role=Role.DEVELOPER)
+    _client, headers = await sync_to_async(browser_of)(bob)
+    acme_ws = await _connected(headers, "acme")
+    globex_ws = await _connected(headers, "globex")
+    try:
+        membership = await Membership.objects.aget(user=bob, workspace__slug="acme")
+        alice_client = await sync_to_async(signed_in)(alice)
+        await sync_to_async(alice_client.post)(f"/w/acme/members/{membership.pk}/remove/")
+        _frames, closed = await _until_closed(acme_ws)
+        assert closed == {"type": "websocket.close", "code": 4403}
+        assert await _still_open(globex_ws)
+    finally:
+        await acme_ws.disconnect()
+        await globex_ws.disconnect()
+
+
+async def test_leaving_closes_ones_own_sockets(bob, upstream_fleet):
+    client, headers = await sync_to_async(browser_of)(bob)
+    ws = await _connected(headers)
+    try:
+        await sync_to_async(client.post)("/w/acme/leave/")
+        _frames, closed = await _until_closed(ws)
+    finally:
+        await ws.disconnect()
+    assert closed["code"] == 4403
+
+
+async def test_a_role_without_the_playground_closes_the_socket_and_one_with_it_does_not(
+    alice, bob, upstream_fleet
+):
+    from accounts.models import Membership
+
+    _client, headers = await sync_to_async(browser_of)(bob)
+    ws = await _connected(headers)
+    alice_client = await sync_to_async(signed_in)(alice)
+    membership = await Membership.objects.aget(user=bob)
+    role_url = f"/w/acme/members/{membership.pk}/role/"
+    try:
+        await sync_to_async(alice_client.post)(role_url, {"role": "admin"})
+        assert await _still_open(ws)
+        await sync_to_async(alice_client.post)(role_url, {"role": "viewer"})
+        _frames, closed = await _until_closed(ws)
+    finally:
+        await ws.disconnect()
+    assert closed["code"] == 4403
