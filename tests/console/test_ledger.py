@@ -1,6 +1,7 @@
 """The ledger keeps the balance exact: the sum of its entries, never below zero."""
 
 import io
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Workspace
-from console import ledger
+from console import books, ledger
 from console.models import BillingAccount, EntryKind, Hold, LedgerEntry
 
 pytestmark = pytest.mark.django_db
@@ -131,6 +132,14 @@ def test_grantcredit_adds_exact_credit_with_a_note(acme):
     assert "Added $0.25 to acme" in out.getvalue()
 
 
+def test_grantcredit_says_what_is_left_while_a_worker_holds_a_lease(acme):
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r")
+    assert Hold.objects.get().amount == 10_000_000  # a tenth of the balance, set aside
+    out = io.StringIO()
+    call_command("grantcredit", "--workspace", "acme", "--amount", "5", "--note", "x", stdout=out)
+    assert "Added $5.00 to acme; the balance is $105.00." in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
@@ -181,3 +190,14 @@ def test_editing_a_price_in_the_admin_adds_a_version_and_keeps_the_old_one(db, c
     assert [p.amount for p in versions] == [500_000, 900_000]
     forget_prices()
     assert unit_cost("chat", "mira", "input_token", 1_000_000) == 900_000
+
+
+def test_the_admin_lists_what_is_left_and_what_is_held(acme, client):
+    from accounts.models import User
+
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r")
+    staff = User.objects.create_superuser(email="staff@example.com", password="x-strong-password-1")
+    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+    page = client.get("/admin/console/billingaccount/").content.decode()
+    row = page[page.index("Acme") :]
+    assert re.search(r'field-left">\$100\.00<.*field-held_for_calls">\$10\.00<', row, re.S)
