@@ -1,7 +1,6 @@
 """The Billing page: balance and spend, adding credit, the limit and alerts, the ledger, spend tables."""
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.db.models import Sum
@@ -370,10 +369,8 @@ def test_saving_the_budget_leaves_the_balance_alone(acme, alice, alice_client, m
 
 
 def test_transactions_are_paged_newest_first_with_real_links(acme, alice, alice_client):
-    start = timezone.now() - timedelta(days=1)
     for n in range(30):
-        entry = ledger.grant(workspace=acme, amount=n + 1, note=f"grant {n}", by=alice)
-        LedgerEntry.objects.filter(pk=entry.pk).update(created_at=start + timedelta(minutes=n))
+        ledger.grant(workspace=acme, amount=n + 1, note=f"grant {n}", by=alice)
     newest_first = list(
         LedgerEntry.objects.filter(workspace=acme)
         .order_by("-created_at", "-id")
