@@ -12,10 +12,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from accounts.checks import require_secret_key  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from gateway.asgi import GatewayHandler  # noqa: E402
 from gateway.versions import is_api_path  # noqa: E402
 
+require_secret_key()
 gateway_app = GatewayHandler()
 
 from console import books  # noqa: E402

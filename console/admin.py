@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from console import balances
 from console.models import ApiKey, AuditEvent, BillingAccount, LedgerEntry, Price, UsageRecord
-from console.pricing import forget_prices
+from console.pricing import forget_prices, format_money
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -57,7 +58,18 @@ class ApiKeyAdmin(ReadOnlyAdmin):
 
 @admin.register(BillingAccount)
 class BillingAccountAdmin(ReadOnlyAdmin):
-    list_display = ["workspace", "balance", "monthly_limit"]
+    list_display = ["workspace", "left", "held_for_calls", "monthly_limit"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(held=balances.open_holds())
+
+    @admin.display(description="balance (left after charges)")
+    def left(self, account: BillingAccount) -> str:
+        return format_money(account.balance + account.held, precise=True)
+
+    @admin.display(description="held for calls in progress")
+    def held_for_calls(self, account: BillingAccount) -> str:
+        return format_money(account.held, precise=True)
 
 
 @admin.register(LedgerEntry)

@@ -6,4 +6,6 @@ class ConsoleConfig(AppConfig):
     verbose_name = "Console"
 
     def ready(self) -> None:
-        from console import receivers  # noqa: F401
+        from console import purge, receivers  # noqa: F401
+
+        purge.connect()

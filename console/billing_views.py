@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import replace_url
 
 from accounts.access import workspace_view
-from console import ledger
+from console import balances, ledger
 from console.billing_forms import BudgetForm, CreditForm
 from console.books import LEASE_PREFIX
 from console.models import (
@@ -29,7 +29,6 @@ from console.models import (
     ApiKey,
     BillingAccount,
     EntryKind,
-    Hold,
     LedgerEntry,
     MonthlySpend,
     UsageRecord,
@@ -95,10 +94,7 @@ def _summary_context(request: HttpRequest, account: BillingAccount) -> dict:
     now = timezone.now()
     month = ledger.month_of(now)
     spend = MonthlySpend.objects.filter(workspace=workspace, api_key__isnull=True, month=month)
-    spent, committed = spend.values_list("spent", "committed").first() or (0, 0)
-    holds = Hold.objects.filter(workspace=workspace).aggregate(
-        total=Coalesce(Sum("amount"), 0), count=Count("id")
-    )
+    spent = spend.values_list("spent", flat=True).first() or 0
     limit = account.monthly_limit
     used = _percent(spent, limit)
     last_grant = (
@@ -114,9 +110,10 @@ def _summary_context(request: HttpRequest, account: BillingAccount) -> dict:
         "requests": UsageRollup.objects.filter(
             workspace=workspace, day__gte=_month_start(now).date()
         ).aggregate(n=Coalesce(Sum("requests"), 0))["n"],
-        "holds": holds,
+        "balance": balances.balance_of(workspace_id=workspace.pk),
         "limit": limit,
-        "limit_left": max(limit - committed, 0) if limit else None,
+        # Like the balance, what is left after charges: holds are credit set aside, not spent.
+        "limit_left": max(limit - spent, 0) if limit else None,
         "limit_used": used,
         "limit_bar": min(used, 100) if used is not None else 0,
         "limit_tone": _tone(used),
@@ -208,6 +205,9 @@ def _transactions_context(request: HttpRequest, *, new_entry: LedgerEntry | None
     has_newer = bool(page) and entries.filter(_newer(page[0])).exists()
     has_older = bool(page) and entries.filter(_older(page[-1])).exists()
     _who(page, request.workspace)
+    left = balances.left_after(workspace_id=request.workspace.pk, entries=page)
+    for entry, left_after in zip(page, left, strict=True):
+        entry.left_after = left_after
 
     holds = "1" if with_holds else None
     return {
@@ -367,9 +367,8 @@ def add_credit(request: HttpRequest) -> HttpResponse:
         note=form.cleaned_data["note"],
         by=request.user,
     )
-    done = (
-        f"Added {format_money(entry.amount)}; the balance is {format_money(entry.balance_after)}."
-    )
+    left = balances.balance_of(workspace_id=request.workspace.pk).left
+    done = f"Added {format_money(entry.amount)}; the balance is {format_money(left)}."
     return _changed(request, "credit-added", done, new_entry=entry)
 
 

@@ -345,7 +345,13 @@ class EntryKind(models.TextChoices):
 
 
 class LedgerEntry(models.Model):
-    """One movement of a workspace's balance; append-only."""
+    """One movement of a workspace's balance; append-only.
+
+    The database holds to that too (triggers, migration 0007): it refuses to change an
+    entry, except to clear the author of one whose author is deleted, and to delete an
+    entry except with its workspace (`console.purge`). A migration that remakes this
+    table on SQLite drops the triggers with it, and must create them again.
+    """
 
     # Leads the (workspace, created_at, id) index in Meta.
     workspace = models.ForeignKey(

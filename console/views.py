@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import replace_url, reswap, retarget
 
 from accounts.access import workspace_view
-from console import actions, ledger
+from console import actions, balances
 from console.forms import GRACE_CHOICES, KeyForm, RotateForm
 from console.models import (
     ADMIN_SCOPE,
@@ -92,7 +92,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "member_count": workspace.memberships.count(),
         "pending_invitations": workspace.invitations.pending().count(),
-        "balance": ledger.balance_of(workspace),
+        "balance": balances.balance_of(workspace_id=workspace.pk),
         "month_spend": month["spend"] or 0,
         "month_requests": month["requests"] or 0,
         "month_tokens": (month["tokens_in"] or 0) + (month["tokens_out"] or 0),

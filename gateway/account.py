@@ -16,7 +16,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accounts.models import Membership
-from console import actions, db, ledger
+from console import actions, balances, db
 from console.models import (
     ADMIN_SCOPE,
     PRODUCT_SCOPES,
@@ -250,11 +250,14 @@ def _balance(workspace_id: int) -> dict:
         )
         .order_by("-cost")
     )
-    balance = ledger.account_for(workspace_id).balance
+    balance = balances.balance_of(workspace_id=workspace_id)
     return {
         "currency": settings.BILLING_CURRENCY,
-        "balance_micros": balance,
-        "balance": _decimal(balance),
+        # What is left after actual charges; of it, `held` is set aside for calls in progress.
+        "balance_micros": balance.left,
+        "balance": _decimal(balance.left),
+        "held_micros": balance.held,
+        "held": _decimal(balance.held),
         "spending": {
             "today_micros": _spend_since(workspace_id, today),
             "week_micros": _spend_since(workspace_id, today - timedelta(days=today.weekday())),
@@ -308,8 +311,9 @@ def _transactions(workspace_id: int, kind: str | None, limit: int, offset: int) 
             workspace_id=workspace_id, request_id__in=[e.request_id for e in page if e.request_id]
         )
     }
+    left = balances.left_after(workspace_id=workspace_id, entries=page)
     items = []
-    for entry in page:
+    for entry, left_after in zip(page, left, strict=True):
         record = records.get(entry.request_id)
         description = entry.note or entry.get_kind_display()
         if record:
@@ -320,7 +324,7 @@ def _transactions(workspace_id: int, kind: str | None, limit: int, offset: int) 
                 "type": entry.kind,
                 "amount_micros": entry.amount,
                 "amount": _decimal(entry.amount),
-                "balance_after_micros": entry.balance_after,
+                "balance_after_micros": left_after,
                 "description": description,
                 "model": record.model if record else None,
                 "input_tokens": record.tokens_in if record else None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
+from django.db.models import Sum
 from django.test import Client
 
 from accounts.models import Membership, User, Workspace
@@ -59,6 +60,36 @@ def settle_books() -> None:
     from console import books
 
     books.drain()
+
+
+def book_calls() -> None:
+    """Write the calls the gateway has booked, as its timer does: its leases of credit
+    stay held (`settle_books` gives them back too)."""
+    from console import books, db
+
+    db.submit(books.flush).result()
+
+
+def tiny_call_with_the_lease_held(base_url: str, secret: str) -> tuple[int, int]:
+    """A chat call of a few tokens through /v1, written to the books while the worker
+    still holds its lease of credit (about a tenth of the balance); (its charge, what
+    the workspace's holds set aside)."""
+    import httpx
+
+    from console.models import Hold, UsageRecord
+
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json={"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        headers={"x-api-key": secret},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    book_calls()
+    record = UsageRecord.objects.get(request_id=response.headers["x-request-id"])
+    held = Hold.objects.filter(workspace_id=record.workspace_id).aggregate(s=Sum("amount"))["s"]
+    assert 0 < record.cost < 100 and held > record.cost
+    return record.cost, held
 
 
 def usage_records():

@@ -8,8 +8,9 @@ from playwright.sync_api import expect
 from console import books, ledger, usage
 from console.actions import create_key
 from console.models import BillingAccount, LedgerEntry
+from console.pricing import format_money
 from tests.browser.conftest import screenshot, sign_in
-from tests.conftest import PASSWORD
+from tests.conftest import ACME_CREDIT, PASSWORD, tiny_call_with_the_lease_held
 
 pytestmark = pytest.mark.browser
 
@@ -145,6 +146,41 @@ def test_the_ledger_filters_and_pages_in_place_with_real_addresses(alice, bob, a
     assert page.errors == []
     page.goto("/w/acme/billing/?holds=1#transactions")
     screenshot(page, "billing-holds")
+
+
+def test_after_a_call_the_balance_is_what_is_left_and_the_lease_shows_as_held(
+    alice, acme, upstream_fleet, asgi_server, new_page
+):
+    _key, secret = create_key(workspace=acme, name="Production backend", created_by=alice)
+    charge, held = tiny_call_with_the_lease_held(asgi_server.url, secret)
+    page = new_page()
+    sign_in(page, "alice@example.com", PASSWORD)
+    expect(page.locator("#balance")).to_have_text("$100.00")  # the dashboard
+    expect(page.locator("#held")).to_have_text(
+        f"{format_money(held)} held: set aside for calls in progress"
+    )
+    screenshot(page, "dashboard-held")
+
+    page.goto("/w/acme/billing/")
+    expect(page.locator("#balance")).to_have_text("$100.00")
+    expect(page.locator("#balance")).to_have_attribute(
+        "title", format_money(ACME_CREDIT - charge, precise=True)
+    )
+    expect(page.locator("#held")).to_have_text(
+        f"{format_money(held, precise=True)} of it held: set aside for calls in progress"
+    )
+    charge_row = page.locator("#transactions tbody tr").first
+    expect(charge_row).to_contain_text("Charge")
+    expect(charge_row.locator(".bill-after")).to_have_text(
+        format_money(ACME_CREDIT - charge, precise=True)
+    )
+    screenshot(page, "billing-held")
+    page.get_by_role("switch", name="Show holds and releases").click()
+    expect(page.get_by_role("switch", name="Show holds and releases")).to_have_attribute(
+        "aria-checked", "true"
+    )
+    screenshot(page, "billing-held-with-holds")
+    assert page.errors == []
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -30,6 +30,35 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_the_console_application_refuses_to_load_without_a_secret_key():
+    # What uvicorn and daphne do first: import the ASGI application.
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("DEBUG", "MIRA_TESTING", "SECRET_KEY")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.asgi"],
+        cwd=ROOT,
+        env=clean | {"DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_migrations_refuse_to_run_without_a_secret_key():
+    result = _manage("migrate", "--check")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_development_secret_key_is_refused_when_debug_is_off():
+    result = _manage("check", SECRET_KEY="django-insecure-" + secrets.token_urlsafe(40))
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
 def test_a_bad_boolean_in_the_environment_is_named():
     result = _manage("check", DEBUG="maybe")
     assert result.returncode != 0

@@ -1,7 +1,6 @@
 """The Billing page: balance and spend, adding credit, the limit and alerts, the ledger, spend tables."""
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.db.models import Sum
@@ -11,7 +10,8 @@ from accounts.roles import Role
 from console import books, ledger, usage
 from console.actions import create_key
 from console.models import AlertSent, AuditEvent, BillingAccount, EntryKind, LedgerEntry
-from tests.conftest import ACME_CREDIT, signed_in
+from console.pricing import format_money
+from tests.conftest import ACME_CREDIT, signed_in, tiny_call_with_the_lease_held
 
 URL = "/w/acme/billing/"
 CREDIT_URL = f"{URL}credit/"
@@ -98,10 +98,39 @@ def test_the_summary_shows_this_months_spend_holds_and_the_limit(acme, alice, al
     assert f"Spent in {month}" in page
     assert '<div class="bill-value" id="month-spend">$0.00</div>' in page  # $0.0035 rounds down
     assert "1 request so far" in page
-    assert "$0.01 held for 1 call in flight" in page
+    assert "$0.01 of it held: set aside for calls in progress" in page
     assert '<div class="bill-value" id="monthly-limit">$0.01</div>' in page
     assert "35% used" in page
     assert 'width="35"' in page  # the bar, as an SVG attribute: no inline style
+
+
+def test_the_balance_is_what_is_left_after_charges_and_the_lease_is_held_apart(
+    asgi_server, upstream_fleet, acme, alice, alice_client
+):
+    _key, secret = create_key(workspace=acme, name="Backend", created_by=alice)
+    charge, held = tiny_call_with_the_lease_held(asgi_server.url, secret)
+    left = ACME_CREDIT - charge
+    page = alice_client.get(URL).content.decode()
+    shown = f'<div class="bill-big" id="balance" title="{format_money(left, precise=True)}">'
+    assert shown + f"{format_money(left)}</div>" in page
+    assert (
+        f'<div class="bill-stat-hint" id="held">{format_money(held, precise=True)} of it held: '
+        "set aside for calls in progress</div>"
+    ) in page
+    # The ledger's last entry, the call's charge, says the same.
+    row = re.search(r'<tr id="entry-\d+">.*?</tr>', page, re.S).group(0)
+    assert "Charge" in row
+    assert f'<td class="num hide-sm bill-after">{format_money(left, precise=True)}</td>' in row
+
+
+def test_the_monthly_limit_says_what_is_left_after_charges_with_the_lease_held_apart(
+    asgi_server, upstream_fleet, acme, alice, alice_client
+):
+    BillingAccount.objects.filter(workspace=acme).update(monthly_limit=40_000_000)
+    _key, secret = create_key(workspace=acme, name="Backend", created_by=alice)
+    charge, _held = tiny_call_with_the_lease_held(asgi_server.url, secret)
+    page = alice_client.get(URL).content.decode()
+    assert f"{format_money(40_000_000 - charge)} left this month" in page  # $40.00, not $36.00
 
 
 def test_without_a_limit_it_says_so(alice_client):
@@ -178,6 +207,14 @@ def test_an_admin_adds_credit_without_htmx_and_is_redirected_with_a_message(acme
     assert response.redirect_chain == [(URL, 302)]
     assert "Added $5.00; the balance is $105.00." in response.content.decode()
     assert _balance(acme) == ACME_CREDIT + 5_000_000
+
+
+def test_adding_credit_says_what_is_left_while_a_worker_holds_a_lease(acme, alice_client):
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r")
+    response = alice_client.post(CREDIT_URL, {"amount": "5", "note": "Top-up"}, headers=HX)
+    page = response.content.decode()
+    assert "Added $5.00; the balance is $105.00." in page
+    assert '<div class="bill-big" id="balance" title="$105.00">$105.00</div>' in page
 
 
 @pytest.mark.parametrize(
@@ -332,10 +369,8 @@ def test_saving_the_budget_leaves_the_balance_alone(acme, alice, alice_client, m
 
 
 def test_transactions_are_paged_newest_first_with_real_links(acme, alice, alice_client):
-    start = timezone.now() - timedelta(days=1)
     for n in range(30):
-        entry = ledger.grant(workspace=acme, amount=n + 1, note=f"grant {n}", by=alice)
-        LedgerEntry.objects.filter(pk=entry.pk).update(created_at=start + timedelta(minutes=n))
+        ledger.grant(workspace=acme, amount=n + 1, note=f"grant {n}", by=alice)
     newest_first = list(
         LedgerEntry.objects.filter(workspace=acme)
         .order_by("-created_at", "-id")
@@ -425,6 +460,31 @@ def test_each_entry_shows_amount_balance_request_link_note_and_who(acme, alice, 
     assert "Backend" in row and key.masked in row
     grant = page[page.index("test credit") - 600 : page.index("test credit") + 600]
     assert "+$100.00" in grant and "System" in grant
+
+
+def test_each_entry_shows_what_was_left_after_it_however_the_ledger_is_filtered(
+    acme, alice, alice_client
+):
+    _call(acme, "req_a", user=alice)  # charged 3,500
+    ledger.grant(workspace=acme, amount=5_000_000, note="top-up", by=alice)
+    _call(acme, "req_b", user=alice, settle=False)  # 10,000 held
+    ledger.refund(workspace=acme, amount=1_000, request_id="req_a", note="sorry", by=alice)
+
+    def balances(query: str) -> list[str]:
+        page = alice_client.get(URL + query, headers=HX).content.decode()
+        return re.findall(r'<td class="num hide-sm bill-after">([^<]+)</td>', page)
+
+    assert balances("") == ["$104.9975", "$104.9965", "$99.9965", "$100.00"]
+    # Holds and releases set credit aside and give it back: what is left stays.
+    assert balances("?holds=1") == [
+        "$104.9975", "$104.9965", "$104.9965", "$99.9965", "$100.00", "$100.00", "$100.00"
+    ]  # fmt: skip
+    # The charge between the two grants still counts, though it is not listed.
+    assert balances("?kind=grant") == ["$104.9965", "$100.00"]
+    assert balances("?kind=hold") == ["$104.9965", "$100.00"]
+    page = alice_client.get(URL).content.decode()
+    assert '<div class="bill-big" id="balance" title="$104.9975">$105.00</div>' in page
+    assert "$0.01 of it held: set aside for calls in progress" in page
 
 
 def test_filtering_by_a_kind_with_no_entries_says_so(alice_client):

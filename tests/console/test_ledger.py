@@ -1,16 +1,19 @@
 """The ledger keeps the balance exact: the sum of its entries, never below zero."""
 
 import io
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Workspace
-from console import ledger
+from console import books, ledger
 from console.models import BillingAccount, EntryKind, Hold, LedgerEntry
+from tests.conftest import ACME_CREDIT
 
 pytestmark = pytest.mark.django_db
 
@@ -131,6 +134,14 @@ def test_grantcredit_adds_exact_credit_with_a_note(acme):
     assert "Added $0.25 to acme" in out.getvalue()
 
 
+def test_grantcredit_says_what_is_left_while_a_worker_holds_a_lease(acme):
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r")
+    assert Hold.objects.get().amount == 10_000_000  # a tenth of the balance, set aside
+    out = io.StringIO()
+    call_command("grantcredit", "--workspace", "acme", "--amount", "5", "--note", "x", stdout=out)
+    assert "Added $5.00 to acme; the balance is $105.00." in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
@@ -181,3 +192,92 @@ def test_editing_a_price_in_the_admin_adds_a_version_and_keeps_the_old_one(db, c
     assert [p.amount for p in versions] == [500_000, 900_000]
     forget_prices()
     assert unit_cost("chat", "mira", "input_token", 1_000_000) == 900_000
+
+
+def test_the_admin_lists_what_is_left_and_what_is_held(acme, client):
+    from accounts.models import User
+
+    books.hold(workspace_id=acme.pk, api_key_id=None, key_budget=None, amount=1, request_id="r")
+    staff = User.objects.create_superuser(email="staff@example.com", password="x-strong-password-1")
+    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+    page = client.get("/admin/console/billingaccount/").content.decode()
+    row = page[page.index("Acme") :]
+    assert re.search(r'field-left">\$100\.00<.*field-held_for_calls">\$10\.00<', row, re.S)
+
+
+# ---------- append-only, in the database itself ----------
+
+LEDGER = LedgerEntry._meta.db_table
+
+
+def _refused(action) -> None:
+    """The database refuses `action`, and nothing of it stays."""
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        action()
+
+
+def _sql(statement: str, *params) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def test_the_database_refuses_to_change_a_ledger_entry(acme):
+    entry = LedgerEntry.objects.get(workspace=acme)
+    entry.amount = 1
+    _refused(entry.save)
+    _refused(lambda: LedgerEntry.objects.filter(pk=entry.pk).update(note="edited"))
+    for field in LedgerEntry._meta.concrete_fields:  # every column but the author's
+        if field.name != "created_by":
+            column = connection.ops.quote_name(field.column)
+            _refused(
+                lambda c=column: _sql(f"UPDATE {LEDGER} SET {c} = {c} WHERE id = %s", entry.pk)
+            )
+    entry.refresh_from_db()
+    assert (entry.amount, entry.note) == (ACME_CREDIT, "test credit")
+
+
+def test_the_database_refuses_to_give_an_entry_another_author(acme, alice, bob):
+    entry = ledger.grant(workspace=acme, amount=1, note="by Alice", by=alice)
+    _refused(lambda: LedgerEntry.objects.filter(pk=entry.pk).update(created_by=bob))
+    _refused(
+        lambda: _sql(f"UPDATE {LEDGER} SET created_by_id = %s WHERE id = %s", bob.pk, entry.pk)
+    )
+    entry.refresh_from_db()
+    assert entry.created_by == alice
+
+
+def test_the_database_refuses_to_delete_a_ledger_entry(acme):
+    entry = LedgerEntry.objects.get(workspace=acme)
+    _refused(entry.delete)
+    _refused(LedgerEntry.objects.all().delete)
+    _refused(lambda: _sql(f"DELETE FROM {LEDGER} WHERE id = %s", entry.pk))
+    assert LedgerEntry.objects.filter(pk=entry.pk).exists()
+    assert ledger.balance_of(acme) == ACME_CREDIT
+
+
+def test_deleting_a_user_keeps_their_entries_without_an_author(acme, alice):
+    entry = ledger.grant(workspace=acme, amount=1, note="by Alice", by=alice)
+    alice.delete()
+    entry.refresh_from_db()
+    assert entry.created_by is None
+    assert (entry.amount, entry.note) == (1, "by Alice")
+
+
+def test_deleting_a_workspace_deletes_its_ledger_and_only_its_ledger(acme, globex):
+    ledger.grant(workspace=globex, amount=1, note="Globex's", by=None)
+    acme_id = acme.pk
+    acme.delete()
+    assert not LedgerEntry.objects.filter(workspace_id=acme_id).exists()
+    # Nothing of the deletion lets another workspace's entries go.
+    assert LedgerEntry.objects.filter(workspace=globex).count() == 1
+    _refused(LedgerEntry.objects.filter(workspace=globex).delete)
+    _refused(lambda: _sql(f"DELETE FROM {LEDGER}"))
+
+
+def test_flush_empties_the_ledger_with_everything_else(transactional_db, acme, globex):
+    ledger.grant(workspace=globex, amount=1, note="Globex's", by=None)
+    call_command("flush", interactive=False)
+    assert not LedgerEntry.objects.exists() and not Workspace.objects.exists()
+    again = Workspace.objects.create(name="Acme", slug="acme")
+    ledger.grant(workspace=again, amount=1, note="after the flush", by=None)
+    _refused(LedgerEntry.objects.all().delete)

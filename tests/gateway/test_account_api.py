@@ -12,7 +12,7 @@ from accounts.models import Membership
 from console import ledger
 from console.actions import create_key
 from console.models import ADMIN_SCOPE, PRODUCT_SCOPES, ApiKey, AuditEvent
-from tests.conftest import ACME_CREDIT, settle_books
+from tests.conftest import ACME_CREDIT, settle_books, tiny_call_with_the_lease_held
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
 
@@ -103,6 +103,35 @@ def test_the_balance_and_spend(admin, acme):
     )
     assert body["spending"]["by_model"][0]["model"] == "mira"
     assert body["spending"]["by_model"][0]["total_requests"] == 1
+
+
+def test_the_balance_is_what_is_left_after_charges_and_the_lease_is_held_apart(
+    admin, asgi_server, admin_key
+):
+    charge, held = tiny_call_with_the_lease_held(asgi_server.url, admin_key)
+    body = admin.get("/billing/balance").json()
+    left = ACME_CREDIT - charge
+    assert body["balance_micros"] == left
+    assert body["balance"] == f"{left // 1_000_000}.{left % 1_000_000:06d}"
+    assert body["held_micros"] == held
+    assert body["held"] == f"{held // 1_000_000}.{held % 1_000_000:06d}"
+
+
+def test_each_transaction_says_what_was_left_after_it(admin, asgi_server, admin_key):
+    charge, _held = tiny_call_with_the_lease_held(asgi_server.url, admin_key)
+    items = admin.get("/billing/transactions").json()
+    # The lease (a hold) and the charge taken from it (a release and the charge): only
+    # the charge changes what is left.
+    assert [(i["type"], i["balance_after_micros"]) for i in items] == [
+        ("charge", ACME_CREDIT - charge),
+        ("release", ACME_CREDIT),
+        ("hold", ACME_CREDIT),
+        ("grant", ACME_CREDIT),
+    ]
+    grants = admin.get("/billing/transactions", params={"type": "grant"}).json()
+    assert [i["balance_after_micros"] for i in grants] == [ACME_CREDIT]
+    older = admin.get("/billing/transactions", params={"offset": 1, "limit": 2}).json()
+    assert [i["balance_after_micros"] for i in older] == [ACME_CREDIT, ACME_CREDIT]
 
 
 def test_transactions_are_newest_first_filterable_and_checked(admin):

@@ -3,7 +3,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Workspace
-from console import ledger
+from console import balances, ledger
 from console.pricing import MICRO, format_money
 
 
@@ -37,7 +37,8 @@ class Command(BaseCommand):
             micro = parse_amount(amount)
         except ValueError as exc:
             raise CommandError(f"--amount: {exc}") from None
-        entry = ledger.grant(workspace=found, amount=micro, note=note, by=None)
+        ledger.grant(workspace=found, amount=micro, note=note, by=None)
+        left = balances.balance_of(workspace_id=found.pk).left
         self.stdout.write(
-            f"Added {format_money(micro)} to {found.slug}; the balance is {format_money(entry.balance_after)}."
+            f"Added {format_money(micro)} to {found.slug}; the balance is {format_money(left)}."
         )

@@ -12,6 +12,8 @@ from upstream.simulator import Simulator, SimulatorSettings
 
 class Command(BaseCommand):
     help = "Serve the Mira simulator (a fake upstream node) over HTTP and WebSocket."
+    # A node of its own: none of the console's checks (its secret key, database) apply.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
