@@ -1,6 +1,9 @@
 """Every error the /v1 API gives: the right status, a `detail` naming what is wrong, no record."""
 
+import json
+import socket
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -199,6 +202,99 @@ def test_an_oversized_body_is_413_and_nothing_is_recorded(api):
     assert response.status_code == 413
     assert "too large" in _detail(response)
     assert not usage_records().exists()
+
+
+def _raw_exchange(url: str, head: str, parts: list[bytes] = ()) -> tuple[int, dict, bytes]:
+    """Send a request's head and body parts over a plain socket, then read the answer to
+    its end (the console closes the connection after refusing a body unread)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+        for part in parts:
+            sock.sendall(part)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head_bytes, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_an_oversized_body_is_refused_from_its_length_before_it_is_read_or_the_key_checked(
+    console_url,
+):
+    # Nothing of the 3 MiB announced is sent: a console that read the body first would wait.
+    status, headers, body = _raw_exchange(
+        console_url,
+        "POST /v1/chat/completions HTTP/1.1\nHost: localhost\nAuthorization: Bearer sk-mira-wrong\n"
+        f"Content-Type: application/json\nContent-Length: {3 * 1024 * 1024}\n",
+    )
+    assert status == 413
+    assert json.loads(body)["detail"] == "Request body too large: the limit is 2 MiB."
+    assert headers["x-request-id"].startswith("req_") and headers["connection"] == "close"
+
+
+def test_an_upload_may_be_larger_than_json_but_not_past_its_own_limit(console_url):
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\nHost: localhost\nAuthorization: Bearer sk-mira-wrong\n"
+        "Content-Type: multipart/form-data; boundary=x\nContent-Length: {}\n"
+    )
+    status, _headers, body = _raw_exchange(console_url, head.format(26 * 1024 * 1024))
+    assert status == 413
+    assert json.loads(body)["detail"] == "Request body too large: the limit is 25 MiB."
+    # Under the upload limit, the body is read, and the key is checked as usual.
+    status, _headers, body = _raw_exchange(console_url, head.format(4), [b"--x\n"])
+    assert status == 401
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_while_it_is_read(console_url):
+    # 2 MiB in 64 KiB chunks is allowed; one byte more is not. The last chunk (`0`) is
+    # never sent: a console that read the whole body before answering would wait for it.
+    piece = b"x" * 65536
+    parts = [b"10000\r\n" + piece + b"\r\n"] * 32 + [b"1\r\nx\r\n"]
+    status, _headers, body = _raw_exchange(
+        console_url,
+        "POST /v1/messages HTTP/1.1\nHost: localhost\nx-api-key: sk-mira-wrong\n"
+        "Content-Type: application/json\nTransfer-Encoding: chunked\n",
+        parts,
+    )
+    assert status == 413
+    assert json.loads(body)["error"] == {
+        "type": "request_too_large",
+        "message": "Request body too large: the limit is 2 MiB.",
+    }
+
+
+def test_json_nested_200000_levels_deep_is_a_400(api):
+    deep = b'{"model": "mira", "messages": [{"role": "user", "content": "hi"}], "tools": '
+    deep += b"[" * 200_000 + b"]" * 200_000 + b"}"
+    response = api.post(
+        "/chat/completions", content=deep, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert _detail(response) == (
+        "The request body is nested too deeply: at most 64 levels of arrays and objects."
+    )
+
+
+def test_json_nested_past_64_levels_is_a_400_and_up_to_64_is_served(api):
+    def schema(levels: int) -> dict:
+        # The body, response_format, json_schema and schema are four levels; each object
+        # property adds two more.
+        inner: dict = {"type": "string"}
+        for _ in range((levels - 4) // 2):
+            inner = {"type": "object", "properties": {"a": inner}}
+        return CHAT | {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": inner},
+            }
+        }
+
+    deep = api.post("/chat/completions", json=schema(66))
+    assert deep.status_code == 400 and "nested too deeply" in _detail(deep)
+    assert api.post("/chat/completions", json=schema(64)).status_code == 200
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, 502), (502, 502), (503, 503)])
