@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import chat, pipeline
 from gateway.errors import ApiError
-from gateway.http import endpoint, json_body, validate
+from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
 from gateway.relay import Translator, sse
 from upstream.sse import Chunk
 from upstream.tokens import count_tokens
@@ -41,12 +41,12 @@ class MessagesRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=128)
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=MAX_OUTPUT_TOKENS)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_OUTPUT_TOKENS)
     stop_sequences: list[str] | None = None
     stream: bool = False
     tools: list[dict[str, Any]] | None = None
@@ -324,10 +324,11 @@ async def messages(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(MessagesRequest, body)
     upstream_body = to_chat(spec)
+    limit = await chat.limit_output(upstream_body, model=spec.model, asked=spec.max_tokens)
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
-        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=spec.max_tokens,
+        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=limit,
     )  # fmt: skip
     if spec.stream:
         translator = MessagesTranslator(model=spec.model, input_tokens=call.tokens_in)

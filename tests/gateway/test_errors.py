@@ -266,6 +266,37 @@ def test_a_chunked_body_is_cut_off_at_the_limit_while_it_is_read(console_url):
     }
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/chat/completions", CHAT | {"max_tokens": 10**30}, "max_tokens"),
+        ("/chat/completions", CHAT | {"max_completion_tokens": 10**23}, "max_completion_tokens"),
+        ("/chat/completions", CHAT | {"n": 10**30}, "n"),
+        (
+            "/responses",
+            {"model": "mira", "input": "hi", "max_output_tokens": 10**30},
+            "max_output_tokens",
+        ),
+        (
+            "/messages",
+            {"model": "mira", "max_tokens": 10**30, "messages": CHAT["messages"]},
+            "max_tokens",
+        ),
+        (
+            "/messages",
+            {"model": "mira", "max_tokens": 5, "top_k": 10**30, "messages": CHAT["messages"]},
+            "top_k",
+        ),
+        ("/embeddings", {"model": "mira-embed", "input": "hi", "dimensions": 10**30}, "dimensions"),
+    ],
+)
+def test_an_integer_past_its_bound_is_a_400_naming_it(api, path, body, field):
+    response = api.post(path, json=body)
+    assert response.status_code == 400
+    assert f"Invalid '{field}': Input should be less than or equal to" in _detail(response)
+    assert not usage_records().exists()
+
+
 def test_json_nested_200000_levels_deep_is_a_400(api):
     deep = b'{"model": "mira", "messages": [{"role": "user", "content": "hi"}], "tools": '
     deep += b"[" * 200_000 + b"]" * 200_000 + b"}"
