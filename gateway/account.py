@@ -107,10 +107,11 @@ _MAX_BUDGET = 10**18 - 1
 _MAX_OFFSET = 1_000_000_000
 _MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class CreateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=128)
     scopes: list[str] | None = Field(default=None, max_length=len(PRODUCT_SCOPES) + 1)
@@ -233,7 +234,7 @@ async def balance(request: HttpRequest) -> HttpResponse:
 def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter from `low` to `high`; 400 naming it otherwise."""
     raw = request.GET.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
     bound = f"a whole number from {low} to {high}"
     if not _WHOLE_NUMBER.fullmatch(raw):
@@ -282,7 +283,7 @@ def _transactions(workspace_id: int, kind: str | None, limit: int, offset: int) 
 @endpoint("GET")
 async def transactions(request: HttpRequest) -> HttpResponse:
     _require_admin(request.caller)
-    kind = request.GET.get("type") or None
+    kind = request.GET.get("type")
     if kind is not None and kind not in _TRANSACTION_TYPES:
         raise ApiError(
             400, f"Type must be one of: {', '.join(_TRANSACTION_TYPES)}", code="invalid_parameter"
@@ -295,9 +296,11 @@ async def transactions(request: HttpRequest) -> HttpResponse:
 
 def _date_param(request: HttpRequest, name: str, default: date) -> date:
     raw = request.GET.get(name)
-    if not raw:
+    if raw is None:
         return default
     try:
+        if not _DATE.fullmatch(raw):
+            raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError:
         raise ApiError(
@@ -353,15 +356,15 @@ async def usage(request: HttpRequest) -> HttpResponse:
         raise ApiError(
             400, "The 'start_date' must not be after 'end_date'.", code="invalid_parameter"
         )
-    group = request.GET.get("group_by") or "day"
+    group = request.GET.get("group_by", "day")
     if group not in _GROUPS:
         raise ApiError(
             400,
             f"The 'group_by' parameter must be one of: {', '.join(_GROUPS)}.",
             code="invalid_parameter",
         )
-    key_id = request.GET.get("api_key_id") or None
-    if key_id:
+    key_id = request.GET.get("api_key_id")
+    if key_id is not None:
         try:
             key_id = str(uuid.UUID(key_id))
         except ValueError:

@@ -20,7 +20,7 @@ MAX_CHOICES = 8
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -34,13 +34,15 @@ class ChatMessage(BaseModel):
                     raise ValueError(
                         f"part {index} has type {part.get('type')!r}; use text or image_url"
                     )
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"part {index} is text, and its 'text' must be a string")
         return value
 
 
 class ChatCompletionRequest(BaseModel):
     """The fields the gateway checks; any other field is passed to the upstream as sent."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
@@ -75,7 +77,9 @@ def message_text(messages: list[dict]) -> str:
         if isinstance(content, str):
             pieces.append(content)
         elif isinstance(content, list):
-            pieces.extend(p.get("text", "") for p in content if isinstance(p, dict))
+            pieces.extend(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
     return "\n".join(pieces)
 
 

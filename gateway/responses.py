@@ -19,7 +19,7 @@ PATH = "/v1/responses"
 
 
 class ResponsesRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     input: str | list[dict[str, Any]]

@@ -136,6 +136,23 @@ def test_a_page_offset_out_of_bounds_is_a_400_naming_it(admin, offset):
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "name"),
+    [
+        ("/billing/transactions", {"type": ""}, None),
+        ("/billing/transactions", {"limit": ""}, "limit"),
+        ("/usage", {"start_date": ""}, "start_date"),
+        ("/usage", {"end_date": "20260131"}, "end_date"),
+        ("/usage", {"group_by": ""}, "group_by"),
+        ("/usage", {"api_key_id": ""}, "api_key_id"),
+    ],
+)
+def test_a_query_parameter_sent_empty_or_malformed_is_a_400_naming_it(admin, path, params, name):
+    response = admin.get(path, params=params)
+    assert response.status_code == 400
+    assert name is None or f"'{name}'" in response.json()["detail"]
+
+
 def test_usage_totals_and_groups(admin):
     admin.post("/chat/completions", json=CHAT)
     admin.post("/embeddings", json={"model": "mira-embed", "input": "hello"})

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from console.actions import create_key
-from console.models import ApiKey
+from console.models import ADMIN_SCOPE, PRODUCT_SCOPES, ApiKey
 from tests.conftest import usage_records
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hello"}]}
@@ -295,6 +295,47 @@ def test_an_integer_past_its_bound_is_a_400_naming_it(api, path, body, field):
     assert response.status_code == 400
     assert f"Invalid '{field}': Input should be less than or equal to" in _detail(response)
     assert not usage_records().exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("/chat/completions", CHAT | {"max_tokens": "5"}, "Invalid 'max_tokens'"),
+        ("/chat/completions", CHAT | {"stream": "true"}, "Invalid 'stream'"),
+        ("/messages", {"model": "mira", "max_tokens": 5, "stream": 0, "messages": CHAT["messages"]},
+         "Invalid 'stream'"),
+        ("/api-keys", {"name": "x", "monthly_budget_micros": False}, "Invalid 'monthly_budget_micros'"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_json_type_is_a_400_not_converted(
+    console_url, alice, acme, path, body, detail
+):
+    _key, secret = create_key(
+        workspace=acme, name="admin", created_by=alice, scopes=[*PRODUCT_SCOPES, ADMIN_SCOPE]
+    )
+    response = httpx.post(f"{console_url}{path}", json=body, headers={"x-api-key": secret})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "detail"),
+    [
+        ("/chat/completions", [{"type": "text", "text": 5}], "Invalid 'messages.0.content'"),
+        ("/messages", [{"type": "text", "text": {"a": 1}}], "Invalid text block: 'text' must be a string."),
+    ],
+)  # fmt: skip
+def test_a_text_part_whose_text_is_not_a_string_is_a_400(api, path, content, detail):
+    body = {"model": "mira", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    response = api.post(path, json=body)
+    assert response.status_code == 400
+    assert _detail(response).startswith(detail)
+
+
+def test_a_tool_result_of_any_json_shape_is_passed_on_without_a_500(api):
+    blocks = [{"type": "tool_result", "tool_use_id": "call_1", "content": {"rows": [1, 2]}}]
+    body = {"model": "mira", "max_tokens": 5, "messages": [{"role": "user", "content": blocks}]}
+    assert api.post("/messages", json=body).status_code == 200
 
 
 def test_json_nested_200000_levels_deep_is_a_400(api):
