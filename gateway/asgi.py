@@ -100,15 +100,15 @@ def _body_limits(scope: dict) -> tuple[int, int]:
 
 
 async def _refuse(scope: dict, send, error: ApiError) -> None:
-    """Answer with an error before the request is read, and close the connection, whose
-    unread body is of no use."""
+    """Answer with an error before the body is read. The server discards what the client
+    still sends of it (a connection closed with unread data would be reset, and the client
+    could lose this answer)."""
     anthropic = scope["path"].split("/")[2:3] == ["messages"]
     response = error.response(anthropic=anthropic)
     headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
     headers += [
         (b"content-length", str(len(response.content)).encode()),
         (b"x-request-id", new_request_id().encode()),
-        (b"connection", b"close"),
     ]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": response.content})

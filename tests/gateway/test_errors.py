@@ -205,19 +205,22 @@ def test_an_oversized_body_is_413_and_nothing_is_recorded(api):
 
 
 def _raw_exchange(url: str, head: str, parts: list[bytes] = ()) -> tuple[int, dict, bytes]:
-    """Send a request's head and body parts over a plain socket, then read the answer to
-    its end (the console closes the connection after refusing a body unread)."""
+    """Send a request's head and body parts over a plain socket, then read the answer
+    (to the length it announces: the connection stays open for what the client still
+    has to send)."""
     host, port = urlsplit(url).hostname, urlsplit(url).port
     with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
         for part in parts:
             sock.sendall(part)
         received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head_bytes, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head_bytes.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head_bytes, _, body = received.partition(b"\r\n\r\n")
+        status_line, *lines = head_bytes.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        while len(body) < int(headers.get("content-length", 0)):
+            body += sock.recv(65536)
     return int(status_line.split()[1]), headers, body
 
 
@@ -232,7 +235,7 @@ def test_an_oversized_body_is_refused_from_its_length_before_it_is_read_or_the_k
     )
     assert status == 413
     assert json.loads(body)["detail"] == "Request body too large: the limit is 2 MiB."
-    assert headers["x-request-id"].startswith("req_") and headers["connection"] == "close"
+    assert headers["x-request-id"].startswith("req_")
 
 
 def test_an_upload_may_be_larger_than_json_but_not_past_its_own_limit(console_url):
