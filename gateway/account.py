@@ -4,9 +4,11 @@ Shapes follow Mira's account endpoints, with money named for the configured curr
 `*_micros` integers (1 unit = 1,000,000) and the same amount as a decimal string.
 """
 
+import re
 import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Annotated
 
 from django.conf import settings
 from django.db import transaction
@@ -99,15 +101,28 @@ def _list_keys(workspace_id: int) -> list[dict]:
     return [_key_item(key, totals) for key in keys]
 
 
+# What the Keys page accepts: limits a database integer holds everywhere, and a budget of
+# up to twelve digits of whole currency units.
+_MAX_LIMIT = 2**31 - 1
+_MAX_BUDGET = 10**18 - 1
+# The deepest page of transactions one may ask for.
+_MAX_OFFSET = 1_000_000_000
+_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 class CreateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=128)
-    scopes: list[str] | None = None
-    allowed_models: list[str] = Field(default_factory=list)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    monthly_budget_micros: int | None = Field(default=None, ge=0)
+    scopes: list[str] | None = Field(default=None, max_length=len(PRODUCT_SCOPES) + 1)
+    allowed_models: list[Annotated[str, Field(pattern=_MODEL_NAME)]] = Field(
+        default_factory=list, max_length=100
+    )
+    rpm_limit: int | None = Field(default=None, ge=1, le=_MAX_LIMIT)
+    tpm_limit: int | None = Field(default=None, ge=1, le=_MAX_LIMIT)
+    monthly_budget_micros: int | None = Field(default=None, ge=0, le=_MAX_BUDGET)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
     @field_validator("scopes")
@@ -282,20 +297,16 @@ async def balance(request: HttpRequest) -> HttpResponse:
     return JsonResponse(await db.run(_balance, request.caller.workspace_id))
 
 
-def _int_param(
-    request: HttpRequest, name: str, default: int, low: int, high: int | None = None
-) -> int:
+def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter from `low` to `high`; 400 naming it otherwise."""
     raw = request.GET.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(
-            400, f"The '{name}' parameter must be a whole number.", code="invalid_parameter"
-        ) from None
-    if value < low or (high is not None and value > high):
-        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+    bound = f"a whole number from {low} to {high}"
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise ApiError(400, f"The '{name}' parameter must be {bound}.", code="invalid_parameter")
+    value = int(raw)
+    if not low <= value <= high:
         raise ApiError(400, f"The '{name}' parameter must be {bound}.", code="invalid_parameter")
     return value
 
@@ -339,22 +350,24 @@ def _transactions(workspace_id: int, kind: str | None, limit: int, offset: int) 
 @endpoint("GET")
 async def transactions(request: HttpRequest) -> HttpResponse:
     _require_admin(request.caller)
-    kind = request.GET.get("type") or None
+    kind = request.GET.get("type")
     if kind is not None and kind not in _TRANSACTION_TYPES:
         raise ApiError(
             400, f"Type must be one of: {', '.join(_TRANSACTION_TYPES)}", code="invalid_parameter"
         )
     limit = _int_param(request, "limit", 50, 1, 200)
-    offset = _int_param(request, "offset", 0, 0)
+    offset = _int_param(request, "offset", 0, 0, _MAX_OFFSET)
     items = await db.run(_transactions, request.caller.workspace_id, kind, limit, offset)
     return JsonResponse(items, safe=False)
 
 
 def _date_param(request: HttpRequest, name: str, default: date) -> date:
     raw = request.GET.get(name)
-    if not raw:
+    if raw is None:
         return default
     try:
+        if not _DATE.fullmatch(raw):
+            raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError:
         raise ApiError(
@@ -410,15 +423,15 @@ async def usage(request: HttpRequest) -> HttpResponse:
         raise ApiError(
             400, "The 'start_date' must not be after 'end_date'.", code="invalid_parameter"
         )
-    group = request.GET.get("group_by") or "day"
+    group = request.GET.get("group_by", "day")
     if group not in _GROUPS:
         raise ApiError(
             400,
             f"The 'group_by' parameter must be one of: {', '.join(_GROUPS)}.",
             code="invalid_parameter",
         )
-    key_id = request.GET.get("api_key_id") or None
-    if key_id:
+    key_id = request.GET.get("api_key_id")
+    if key_id is not None:
         try:
             key_id = str(uuid.UUID(key_id))
         except ValueError:

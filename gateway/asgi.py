@@ -9,18 +9,21 @@ import asyncio
 import io
 import logging
 import os
+import tempfile
 import time
 from contextlib import aclosing, closing
 from functools import lru_cache
 from typing import BinaryIO
 
-from django.core.exceptions import RequestAborted
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, resolve, set_script_prefix
 
 from gateway import versions
-from gateway.errors import ApiError
+from gateway.errors import ApiError, too_large
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,34 @@ def _resolve(path: str) -> ResolverMatch:
     return resolve(path, urlconf="gateway.urls")
 
 
+def _body_limits(scope: dict) -> tuple[int, int]:
+    """The most a request's body may hold (uploads may hold more than JSON) and the length
+    its Content-Length announces (0 without one)."""
+    limit, length = settings.GATEWAY_MAX_JSON_BYTES, 0
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if value[:19].lower() == b"multipart/form-data":
+                limit = settings.GATEWAY_MAX_UPLOAD_BYTES
+        elif name == b"content-length" and value.isdigit():
+            length = int(value)
+    return limit, length
+
+
+async def _refuse(scope: dict, send, error: ApiError) -> None:
+    """Answer with an error before the body is read. The server discards what the client
+    still sends of it (a connection closed with unread data would be reset, and the client
+    could lose this answer)."""
+    anthropic = scope["path"].split("/")[2:3] == ["messages"]
+    response = error.response(anthropic=anthropic)
+    headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+    headers += [
+        (b"content-length", str(len(response.content)).encode()),
+        (b"x-request-id", new_request_id().encode()),
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})
+
+
 def _close(response: HttpResponseBase) -> None:
     """`response.close()` without the request_finished signal: its receivers look after
     the request thread's database connections, and the API's database work runs on
@@ -117,29 +148,58 @@ class GatewayHandler(ASGIHandler):
         self._exception_middleware = []
         self._middleware_chain = handle
 
-    async def read_body(self, receive) -> BinaryIO:
+    async def read_body(self, receive, limit: int | None = None) -> BinaryIO:
         """The body in memory when it came in one message (an API call's JSON); Django's
-        spooled file, which moves to disk when large, when it comes in several."""
+        spooled file, which moves to disk when large, when it comes in several. Reading
+        stops with RequestDataTooBig as soon as the body is longer than `limit`."""
+        if limit is None:
+            limit = settings.GATEWAY_MAX_UPLOAD_BYTES
         message = await receive()
         if message["type"] == "http.disconnect":
             raise RequestAborted()
+        chunk = message.get("body", b"")
+        if len(chunk) > limit:
+            raise RequestDataTooBig()
         if not message.get("more_body", False):
-            return io.BytesIO(message.get("body", b""))
-        first: dict | None = message
-
-        async def replay() -> dict:
-            nonlocal first
-            if first is not None:
-                message, first = first, None
-                return message
-            return await receive()
-
-        return await super().read_body(replay)
+            return io.BytesIO(chunk)
+        body_file = tempfile.SpooledTemporaryFile(
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        try:
+            received = 0
+            while True:
+                received += len(chunk)
+                if received > limit:
+                    raise RequestDataTooBig()
+                if getattr(body_file, "_rolled", False):  # on disk: write off the loop
+                    await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
+                else:
+                    body_file.write(chunk)
+                if not message.get("more_body", False):
+                    break
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                chunk = message.get("body", b"")
+        except BaseException:
+            body_file.close()
+            raise
+        body_file.seek(0)
+        return body_file
 
     async def handle(self, scope, receive, send) -> None:
+        limit, length = _body_limits(scope)
         try:
-            body_file = await self.read_body(receive)
+            # Refused before it is read (and before the key is looked at) when its
+            # Content-Length says it is too large; cut off as soon as it is when it comes
+            # without one, in chunks.
+            if length > limit:
+                raise RequestDataTooBig()
+            body_file = await self.read_body(receive, limit)
         except RequestAborted:
+            return
+        except RequestDataTooBig:
+            await _refuse(scope, send, too_large(limit))
             return
         with closing(body_file):
             prefix = get_script_prefix(scope)

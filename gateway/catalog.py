@@ -2,6 +2,7 @@
 
 import time
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from gateway.http import endpoint
@@ -10,27 +11,51 @@ from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
 
 _CACHE_SECONDS = 30.0
-_cache: dict[str, tuple[float, list[dict]]] = {}
+# When the models were read, from which fleet, and the models.
+_cache: dict[str, tuple[float, object, list[dict]]] = {}
 
 
 async def fleet_models() -> list[dict]:
     """Every model the fleet serves (cached briefly), bare ids first."""
     fleet = get_fleet()
     cached = _cache.get("models")
-    if cached and time.monotonic() - cached[0] < _CACHE_SECONDS:
-        return cached[1]
+    if cached and cached[1] is fleet and time.monotonic() - cached[0] < _CACHE_SECONDS:
+        return cached[2]
     try:
         response = await fleet.request("GET", "/v1/models")
     except UpstreamError:
-        if cached:
-            return cached[1]
+        if cached and cached[1] is fleet:
+            return cached[2]
         raise
     models = [m for m in response.json().get("data", []) if isinstance(m, dict) and m.get("id")]
     providers = sorted({node.config.provider for node in fleet.nodes if node.config.provider})
     grouped = [m | {"id": f"{provider}/{m['id']}"} for provider in providers for m in models]
     result = models + grouped
-    _cache["models"] = (time.monotonic(), result)
+    _cache["models"] = (time.monotonic(), fleet, result)
     return result
+
+
+async def output_limit(model: str, asked: int | None) -> int:
+    """The most output tokens a call may write (per choice), which its hold covers and
+    which is sent upstream: what the caller asked for, else GATEWAY_DEFAULT_MAX_TOKENS,
+    and no more than the model's own `max_output_tokens`, to which Mira clamps a larger
+    request too. The model's limit is looked up only for a request above the default
+    (the catalog costs an upstream call every half minute); when it cannot be read, the
+    call holds for what was asked."""
+    default = settings.GATEWAY_DEFAULT_MAX_TOKENS
+    if asked is None or asked <= default:
+        return asked or default
+    try:
+        models = await fleet_models()
+    except UpstreamError:
+        return asked
+    for entry in models:
+        if entry["id"] == model:
+            most = entry.get("max_output_tokens")
+            if type(most) is int and most > 0:
+                return min(asked, most)
+            break
+    return asked
 
 
 def visible_to(caller: Caller, models: list[dict]) -> list[dict]:

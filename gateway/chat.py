@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import pipeline
-from gateway.http import endpoint, json_body, validate
+from gateway.catalog import output_limit
+from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
 from gateway.relay import Relay, Translator, open_stream
 from upstream.errors import UpstreamError
 from upstream.fleet import UpstreamResponse, get_fleet
@@ -14,10 +15,12 @@ from upstream.tokens import count_tokens
 
 PATH = "/v1/chat/completions"
 _PART_TYPES = {"text", "image_url", "input_audio", "file"}
+# Each choice may write the whole limit, and the call holds for all of them.
+MAX_CHOICES = 8
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -31,18 +34,21 @@ class ChatMessage(BaseModel):
                     raise ValueError(
                         f"part {index} has type {part.get('type')!r}; use text or image_url"
                     )
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"part {index} is text, and its 'text' must be a string")
         return value
 
 
 class ChatCompletionRequest(BaseModel):
     """The fields the gateway checks; any other field is passed to the upstream as sent."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stream: bool = False
@@ -71,8 +77,23 @@ def message_text(messages: list[dict]) -> str:
         if isinstance(content, str):
             pieces.append(content)
         elif isinstance(content, list):
-            pieces.extend(p.get("text", "") for p in content if isinstance(p, dict))
+            pieces.extend(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
     return "\n".join(pieces)
+
+
+async def limit_output(body: dict, *, model: str, asked: int | None) -> int:
+    """The most tokens each choice may write (`output_limit`), set in the body's limit
+    fields (`max_tokens` when it has none), so that the upstream writes no more than the
+    call holds for, whichever field it reads."""
+    limit = await output_limit(model, asked)
+    fields = [
+        name for name in ("max_completion_tokens", "max_tokens") if body.get(name) is not None
+    ]
+    for name in fields or ["max_tokens"]:
+        body[name] = limit
+    return limit
 
 
 async def complete(call: pipeline.Call, body: dict) -> dict:
@@ -113,11 +134,12 @@ async def stream(call: pipeline.Call, body: dict, translator: Translator) -> Htt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(ChatCompletionRequest, body)
+    asked = spec.max_completion_tokens or spec.max_tokens
+    limit = await limit_output(body, model=spec.model, asked=asked)
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
-        tokens_in=prompt_tokens(body["messages"]),
-        max_tokens=spec.max_completion_tokens or spec.max_tokens,
+        tokens_in=prompt_tokens(body["messages"]), max_tokens=limit, choices=spec.n,
     )  # fmt: skip
     if spec.stream:
         include_usage = bool((spec.stream_options or {}).get("include_usage"))

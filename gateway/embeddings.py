@@ -15,7 +15,7 @@ PATH = "/v1/embeddings"
 
 
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     input: str | list[str] = Field(min_length=1)

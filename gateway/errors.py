@@ -79,3 +79,12 @@ class ApiError(Exception):
 
 def bad_request(detail: str, code: str = "invalid_request") -> ApiError:
     return ApiError(400, detail, code=code)
+
+
+def too_large(limit: int) -> ApiError:
+    """413 naming the size limit, in MiB, that a request body went over."""
+    return ApiError(
+        413,
+        f"Request body too large: the limit is {limit / (1024 * 1024):g} MiB.",
+        code="body_too_large",
+    )

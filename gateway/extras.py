@@ -12,7 +12,7 @@ PATH = "/v1/extras/token-count"
 
 
 class TokenCountRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(default="mira", min_length=1, max_length=128)
     text: str | list[str] | None = None

@@ -9,10 +9,17 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, too_large
 from gateway.pipeline import authenticate
 
 View = Callable[..., Awaitable[HttpResponse]]
+
+# Arrays and objects inside one another; what code downstream (the upstream's included)
+# walks recursively stays far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+# The most output tokens any call may ask for (as Mira); a model's own limit is lower,
+# and a call asking for more than that is clamped to it (gateway.catalog.output_limit).
+MAX_OUTPUT_TOKENS = 1_000_000
 
 
 def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:
@@ -38,33 +45,52 @@ def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:
 
 
 def json_body(request: HttpRequest) -> dict:
-    """The request's JSON object; 413 when too large, 400 when not a JSON object."""
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    if length > settings.GATEWAY_MAX_JSON_BYTES:
-        raise _too_large()
+    """The request's JSON object; 413 when too large, 400 when not a JSON object or nested
+    deeper than MAX_JSON_DEPTH."""
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise _too_large() from None
+        raise too_large(settings.GATEWAY_MAX_JSON_BYTES) from None
     if len(raw) > settings.GATEWAY_MAX_JSON_BYTES:
-        raise _too_large()
+        raise too_large(settings.GATEWAY_MAX_JSON_BYTES)
     if not raw:
         raise ApiError(400, "The request body is empty; send a JSON object.", code="empty_body")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
             400, f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    # Only a body with more brackets than the limit can be nested deeper than it.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _deeper_than(body, MAX_JSON_DEPTH):
+        raise _too_deep()
     return body
 
 
-def _too_large() -> ApiError:
-    limit_mb = settings.GATEWAY_MAX_JSON_BYTES / (1024 * 1024)
+def _deeper_than(value: dict | list, limit: int) -> bool:
+    """Whether a parsed JSON value nests more than `limit` arrays and objects, level by level."""
+    level = [value]
+    for _ in range(limit):
+        below = []
+        for node in level:
+            for item in node.values() if type(node) is dict else node:
+                if type(item) is dict or type(item) is list:
+                    below.append(item)
+        if not below:
+            return False
+        level = below
+    return True
+
+
+def _too_deep() -> ApiError:
     return ApiError(
-        413, f"Request body too large: the limit is {limit_mb:g} MiB.", code="body_too_large"
+        400,
+        f"The request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects.",
+        code="invalid_json",
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import chat, pipeline
 from gateway.errors import ApiError
-from gateway.http import endpoint, json_body, validate
+from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
 from gateway.relay import Translator, sse
 from upstream.sse import Chunk
 from upstream.tokens import count_tokens
@@ -31,22 +31,22 @@ _STOP_REASONS = {
 
 
 class AnthropicMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
 class MessagesRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=MAX_OUTPUT_TOKENS)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_OUTPUT_TOKENS)
     stop_sequences: list[str] | None = None
     stream: bool = False
     tools: list[dict[str, Any]] | None = None
@@ -54,14 +54,23 @@ class MessagesRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-def _text_of(blocks: str | list[dict]) -> str:
+def _text_of(blocks: Any) -> str:
+    """The text of a string or of a list of content blocks (anything else has none)."""
     if isinstance(blocks, str):
         return blocks
-    return "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    if not isinstance(blocks, list):
+        return ""
+    return "".join(
+        b["text"]
+        for b in blocks
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
 
 
 def _image_url(block: dict) -> str:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        source = {}
     if source.get("type") == "base64":
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url":
@@ -89,7 +98,11 @@ def _user_messages(content: str | list[dict]) -> list[dict]:
                 }
             )
         elif kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            if not isinstance(block.get("text"), str):
+                raise ApiError(
+                    400, "Invalid text block: 'text' must be a string.", code="invalid_request"
+                )
+            parts.append({"type": "text", "text": block["text"]})
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block)}})
         else:
@@ -324,10 +337,11 @@ async def messages(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(MessagesRequest, body)
     upstream_body = to_chat(spec)
+    limit = await chat.limit_output(upstream_body, model=spec.model, asked=spec.max_tokens)
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
-        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=spec.max_tokens,
+        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=limit,
     )  # fmt: skip
     if spec.stream:
         translator = MessagesTranslator(model=spec.model, input_tokens=call.tokens_in)
@@ -340,7 +354,7 @@ async def messages(request: HttpRequest) -> HttpResponse:
 
 
 class CountTokensRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     messages: list[AnthropicMessage] = Field(min_length=1)

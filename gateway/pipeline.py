@@ -285,13 +285,15 @@ async def start(
     request: HttpRequest | None = None,
     tokens_in: int = 0,
     max_tokens: int | None = None,
+    choices: int = 1,
     units: dict | None = None,
     variant: str = "",
 ) -> Call:
     """Authorize, limit and reserve a call; from here on it must be finished.
 
-    The worst-case cost (the prompt plus `max_tokens`, or the given units) is held
-    against the balance and budgets first: 402 before anything goes upstream.
+    The worst-case cost (the prompt plus `max_tokens` for each of the `choices` the
+    upstream writes, or the given units) is held against the balance and budgets first:
+    402 before anything goes upstream.
     """
     authorize(caller, scope=product, model=model or None)
     await limit(caller, request)
@@ -307,6 +309,8 @@ async def start(
         variant=variant,
         upstream_headers=fault_headers(request),
     )
+    if choices > 1:
+        max_tokens = (max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS) * choices
     call.held = await _hold(call, max_tokens)
     return call
 

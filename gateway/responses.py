@@ -7,7 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
-from gateway.http import endpoint, json_body, validate
+from gateway.catalog import output_limit
+from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
 from gateway.relay import Relay, Translator, open_stream, sse
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
@@ -18,14 +19,33 @@ PATH = "/v1/responses"
 
 
 class ResponsesRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=128)
     input: str | list[dict[str, Any]]
     instructions: str | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
+
+
+def prompt_tokens(spec: ResponsesRequest) -> int:
+    """The prompt's tokens as Mira counts them, or more: the text (a list of items counted as
+    its JSON), 4 per turn, 85 per image, 2 to prime."""
+    items = [spec.input] if isinstance(spec.input, str) else spec.input
+    text = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
+    images = 0
+    for item in items:
+        parts = item.get("content") if isinstance(item, dict) else None
+        if isinstance(parts, list):
+            images += sum(
+                1
+                for part in parts
+                if isinstance(part, dict) and part.get("type") in ("input_image", "image_url")
+            )
+    turns = len(items) + (1 if spec.instructions else 0)
+    instructions = count_tokens(spec.instructions) if spec.instructions else 0
+    return instructions + count_tokens(text) + 4 * turns + 85 * images + 2
 
 
 class ResponsesTranslator(Translator):
@@ -52,11 +72,12 @@ class ResponsesTranslator(Translator):
 async def responses(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(ResponsesRequest, body)
-    prompt = spec.input if isinstance(spec.input, str) else json.dumps(spec.input)
+    # Sent upstream as held for: the caller's limit (clamped to the model's) or the default.
+    body["max_output_tokens"] = limit = await output_limit(spec.model, spec.max_output_tokens)
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="responses", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
-        tokens_in=count_tokens((spec.instructions or "") + prompt), max_tokens=spec.max_output_tokens,
+        tokens_in=prompt_tokens(spec), max_tokens=limit,
     )  # fmt: skip
     if spec.stream:
         upstream = get_fleet().stream(

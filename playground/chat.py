@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from console.models import Source, UsageRecord
 from gateway import pipeline
 from gateway.asgi import new_request_id
-from gateway.chat import PATH, prompt_tokens
+from gateway.chat import PATH, limit_output, prompt_tokens
 from gateway.errors import ApiError
 from gateway.relay import Relay, Translator, delta_text, open_stream
 from playground.models import Status
@@ -106,6 +106,7 @@ class ChatRun:
 
     async def _stream(self, on_text: Callable[[], Awaitable[None]]) -> None:
         body = self.body | {"stream": True, "stream_options": {"include_usage": True}}
+        limit = await limit_output(body, model=body["model"], asked=body.get("max_tokens"))
         self.call = call = await _start(
             self.caller,
             request_id=self.request_id,
@@ -114,7 +115,7 @@ class ChatRun:
             model=body["model"],
             stream=True,
             tokens_in=prompt_tokens(body["messages"]),
-            max_tokens=body.get("max_tokens"),
+            max_tokens=limit,
         )
         upstream = get_fleet().stream(
             "POST", PATH, json=body, model=call.model, headers=call.upstream_headers

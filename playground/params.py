@@ -8,6 +8,7 @@ import binascii
 import io
 import json
 import re
+import warnings
 from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
@@ -16,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_COLUMNS = 3
 MAX_IMAGES = 4
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
+# What an image may decode to: a few megabytes of PNG can hold a picture that fills
+# gigabytes once decoded (a decompression bomb). Below Pillow's own warning threshold.
+MAX_IMAGE_PIXELS = 50_000_000
 MAX_TEXT = 100_000
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
 _DATA_URI = re.compile(r"^data:(image/[a-z+.-]+);base64,([A-Za-z0-9+/]*={0,2})$")
@@ -165,11 +169,21 @@ def _check_image(uri: str, number: int) -> str:
     if len(data) > MAX_IMAGE_BYTES:
         raise Invalid(f"Image {number} is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.")
     try:
-        with Image.open(io.BytesIO(data)) as picture:
-            actual = picture.format
-            picture.verify()
+        # Pillow warns of a possible decompression bomb past its own limit (and refuses one
+        # of twice as many pixels); either way the image is over this one.
+        with warnings.catch_warnings(action="error", category=Image.DecompressionBombWarning):
+            with Image.open(io.BytesIO(data)) as picture:
+                actual, pixels = picture.format, picture.width * picture.height
+                if pixels <= MAX_IMAGE_PIXELS:
+                    picture.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        pixels = MAX_IMAGE_PIXELS + 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise Invalid(f"Image {number} could not be read as an image.") from None
+    if pixels > MAX_IMAGE_PIXELS:
+        raise Invalid(
+            f"Image {number} has too many pixels: the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels."
+        )
     if actual != IMAGE_TYPES[media_type]:
         raise Invalid(f"Image {number} says it is {media_type} but is not.")
     return uri

@@ -72,6 +72,13 @@ def test_keys_are_listed_created_once_with_their_secret_and_revoked(admin, conso
         ({"name": ""}, "Invalid 'name'"),
         ({"name": "x", "scopes": ["teleport"]}, "unknown scope 'teleport'"),
         ({"name": "x", "rpm_limit": 0}, "Invalid 'rpm_limit'"),
+        ({"name": "x", "rpm_limit": 10**30}, "Invalid 'rpm_limit': Input should be less than"),
+        ({"name": "x", "tpm_limit": 2**31}, "Invalid 'tpm_limit': Input should be less than"),
+        (
+            {"name": "x", "monthly_budget_micros": 10**23},
+            "Invalid 'monthly_budget_micros': Input should be less than",
+        ),
+        ({"name": "x", "allowed_models": ["mira pro"]}, "Invalid 'allowed_models.0'"),
     ],
 )
 def test_a_bad_new_key_is_a_400_naming_the_field_and_creates_nothing(admin, body, detail):
@@ -151,6 +158,32 @@ def test_transactions_are_newest_first_filterable_and_checked(admin):
     assert bad.status_code == 400
     assert bad.json()["detail"] == "Type must be one of: grant, charge, refund, hold, release"
     assert admin.get("/billing/transactions", params={"limit": 500}).status_code == 400
+
+
+@pytest.mark.parametrize("offset", [str(10**23), "1e23", "--5", "-1", "١٢", "1" * 5000])
+def test_a_page_offset_out_of_bounds_is_a_400_naming_it(admin, offset):
+    response = admin.get("/billing/transactions", params={"offset": offset})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "The 'offset' parameter must be a whole number from 0 to 1000000000."
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "name"),
+    [
+        ("/billing/transactions", {"type": ""}, None),
+        ("/billing/transactions", {"limit": ""}, "limit"),
+        ("/usage", {"start_date": ""}, "start_date"),
+        ("/usage", {"end_date": "20260131"}, "end_date"),
+        ("/usage", {"group_by": ""}, "group_by"),
+        ("/usage", {"api_key_id": ""}, "api_key_id"),
+    ],
+)
+def test_a_query_parameter_sent_empty_or_malformed_is_a_400_naming_it(admin, path, params, name):
+    response = admin.get(path, params=params)
+    assert response.status_code == 400
+    assert name is None or f"'{name}'" in response.json()["detail"]
 
 
 def test_usage_totals_and_groups(admin):

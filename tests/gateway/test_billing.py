@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.db.models import Count, Sum
 
@@ -258,3 +259,102 @@ def test_an_upstream_failure_before_the_first_byte_costs_nothing(
     assert (record.status, record.cost) == (status, 0)
     assert not LedgerEntry.objects.filter(request_id=record.request_id, kind="charge").exists()
     assert ledger.balance_of(acme) == start
+
+
+def _budget_key(alice, acme) -> str:
+    """A key with a monthly budget: its calls hold one by one, so each hold is in the ledger."""
+    _key, secret = create_key(
+        workspace=acme, name="budgeted", created_by=alice, monthly_budget=50 * 1_000_000
+    )
+    return secret
+
+
+def _held_and_charged(request_id: str) -> tuple[int, int]:
+    settle_books()
+    entries = LedgerEntry.objects.filter(request_id=request_id)
+    held = -entries.get(kind=EntryKind.HOLD).amount
+    charged = -entries.get(kind=EntryKind.CHARGE).amount
+    return held, charged
+
+
+def test_a_call_of_three_choices_without_max_tokens_is_charged_all_it_wrote_within_its_hold(
+    console_url, alice, acme
+):
+    # Each choice writes about 2,500 tokens: three of them are more than one default limit.
+    reply = "river " * 1250
+    body = {
+        "model": "mira",
+        "n": 3,
+        "messages": [{"role": "user", "content": f"reply with: {reply}"}],
+    }
+    response = _post(console_url, _budget_key(alice, acme), body=body)
+    assert response.status_code == 200
+    data = response.json()
+    assert [c["finish_reason"] for c in data["choices"]] == ["stop"] * 3
+    usage = data["usage"]
+    assert usage["completion_tokens"] > settings.GATEWAY_DEFAULT_MAX_TOKENS
+    actual = token_cost("chat", "mira", usage["prompt_tokens"], usage["completion_tokens"])
+    held, charged = _held_and_charged(response.headers["x-request-id"])
+    assert charged == actual == UsageRecord.objects.get().cost
+    assert held >= actual
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "written"),
+    [
+        ("/chat/completions", {"messages": [{"role": "user", "content": "PROMPT"}]},
+         lambda data: data["usage"]["completion_tokens"]),
+        ("/responses", {"input": "PROMPT"}, lambda data: data["usage"]["output_tokens"]),
+    ],
+)  # fmt: skip
+def test_a_call_without_a_limit_is_sent_the_limit_it_held_for_and_charged_all_it_wrote(
+    console_url, alice, acme, path, body, written
+):
+    # mira-max writes up to 16,384 tokens of its own accord; this reply is longer than the
+    # console's default limit, which is all that the call holds for.
+    prompt = "reply with: " + "river " * 3000
+    body = {"model": "mira-max"} | {k: (v if v != "PROMPT" else prompt) for k, v in body.items()}
+    if "messages" in body:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    response = httpx.post(
+        f"{console_url}{path}",
+        json=body,
+        headers={"x-api-key": _budget_key(alice, acme)},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    data = response.json()
+    assert written(data) == settings.GATEWAY_DEFAULT_MAX_TOKENS
+    held, charged = _held_and_charged(response.headers["x-request-id"])
+    record = UsageRecord.objects.get()
+    assert record.tokens_out == settings.GATEWAY_DEFAULT_MAX_TOKENS
+    assert (
+        charged
+        == record.cost
+        == token_cost(record.product, "mira-max", record.tokens_in, record.tokens_out)
+    )
+    assert held >= charged
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/completions", CHAT | {"max_tokens": 100_000}),
+        ("/chat/completions", CHAT | {"max_completion_tokens": 100_000, "max_tokens": 200_000}),
+        ("/responses", {"model": "mira", "input": "Count the waves", "max_output_tokens": 100_000}),
+        ("/messages", {"model": "mira", "max_tokens": 100_000, "messages": CHAT["messages"]}),
+    ],
+)
+def test_a_limit_above_the_models_own_is_clamped_to_it_as_upstream_and_only_that_is_held(
+    console_url, alice, path, body
+):
+    # $0.05 covers mira's 4,096 tokens (about $0.006) but not 100,000 (about $0.15).
+    lean = Workspace.objects.create(name="Lean", slug="lean")
+    ledger.grant(workspace=lean, amount=50_000, note="a little credit", by=None)
+    _key, secret = create_key(workspace=lean, name="k", created_by=alice)
+    response = httpx.post(
+        f"{console_url}{path}", json=body, headers={"x-api-key": secret}, timeout=60
+    )
+    assert response.status_code == 200
+    settle_books()
+    assert UsageRecord.objects.get(workspace=lean).status == 200

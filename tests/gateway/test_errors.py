@@ -1,6 +1,9 @@
 """Every error the /v1 API gives: the right status, a `detail` naming what is wrong, no record."""
 
+import json
+import socket
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -8,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from console.actions import create_key
-from console.models import ApiKey
+from console.models import ADMIN_SCOPE, PRODUCT_SCOPES, ApiKey
 from tests.conftest import usage_records
 
 CHAT = {"model": "mira", "messages": [{"role": "user", "content": "hello"}]}
@@ -199,6 +202,174 @@ def test_an_oversized_body_is_413_and_nothing_is_recorded(api):
     assert response.status_code == 413
     assert "too large" in _detail(response)
     assert not usage_records().exists()
+
+
+def _raw_exchange(url: str, head: str, parts: list[bytes] = ()) -> tuple[int, dict, bytes]:
+    """Send a request's head and body parts over a plain socket, then read the answer
+    (to the length it announces: the connection stays open for what the client still
+    has to send)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+        for part in parts:
+            sock.sendall(part)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head_bytes, _, body = received.partition(b"\r\n\r\n")
+        status_line, *lines = head_bytes.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        while len(body) < int(headers.get("content-length", 0)):
+            body += sock.recv(65536)
+    return int(status_line.split()[1]), headers, body
+
+
+def test_an_oversized_body_is_refused_from_its_length_before_it_is_read_or_the_key_checked(
+    console_url,
+):
+    # Nothing of the 3 MiB announced is sent: a console that read the body first would wait.
+    status, headers, body = _raw_exchange(
+        console_url,
+        "POST /v1/chat/completions HTTP/1.1\nHost: localhost\nAuthorization: Bearer sk-mira-wrong\n"
+        f"Content-Type: application/json\nContent-Length: {3 * 1024 * 1024}\n",
+    )
+    assert status == 413
+    assert json.loads(body)["detail"] == "Request body too large: the limit is 2 MiB."
+    assert headers["x-request-id"].startswith("req_")
+
+
+def test_an_upload_may_be_larger_than_json_but_not_past_its_own_limit(console_url):
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\nHost: localhost\nAuthorization: Bearer sk-mira-wrong\n"
+        "Content-Type: multipart/form-data; boundary=x\nContent-Length: {}\n"
+    )
+    status, _headers, body = _raw_exchange(console_url, head.format(26 * 1024 * 1024))
+    assert status == 413
+    assert json.loads(body)["detail"] == "Request body too large: the limit is 25 MiB."
+    # Under the upload limit, the body is read, and the key is checked as usual.
+    status, _headers, body = _raw_exchange(console_url, head.format(4), [b"--x\n"])
+    assert status == 401
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_while_it_is_read(console_url):
+    # 2 MiB in 64 KiB chunks is allowed; one byte more is not. The last chunk (`0`) is
+    # never sent: a console that read the whole body before answering would wait for it.
+    piece = b"x" * 65536
+    parts = [b"10000\r\n" + piece + b"\r\n"] * 32 + [b"1\r\nx\r\n"]
+    status, _headers, body = _raw_exchange(
+        console_url,
+        "POST /v1/messages HTTP/1.1\nHost: localhost\nx-api-key: sk-mira-wrong\n"
+        "Content-Type: application/json\nTransfer-Encoding: chunked\n",
+        parts,
+    )
+    assert status == 413
+    assert json.loads(body)["error"] == {
+        "type": "request_too_large",
+        "message": "Request body too large: the limit is 2 MiB.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/chat/completions", CHAT | {"max_tokens": 10**30}, "max_tokens"),
+        ("/chat/completions", CHAT | {"max_completion_tokens": 10**23}, "max_completion_tokens"),
+        ("/chat/completions", CHAT | {"n": 10**30}, "n"),
+        (
+            "/responses",
+            {"model": "mira", "input": "hi", "max_output_tokens": 10**30},
+            "max_output_tokens",
+        ),
+        (
+            "/messages",
+            {"model": "mira", "max_tokens": 10**30, "messages": CHAT["messages"]},
+            "max_tokens",
+        ),
+        (
+            "/messages",
+            {"model": "mira", "max_tokens": 5, "top_k": 10**30, "messages": CHAT["messages"]},
+            "top_k",
+        ),
+        ("/embeddings", {"model": "mira-embed", "input": "hi", "dimensions": 10**30}, "dimensions"),
+    ],
+)
+def test_an_integer_past_its_bound_is_a_400_naming_it(api, path, body, field):
+    response = api.post(path, json=body)
+    assert response.status_code == 400
+    assert f"Invalid '{field}': Input should be less than or equal to" in _detail(response)
+    assert not usage_records().exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("/chat/completions", CHAT | {"max_tokens": "5"}, "Invalid 'max_tokens'"),
+        ("/chat/completions", CHAT | {"stream": "true"}, "Invalid 'stream'"),
+        ("/messages", {"model": "mira", "max_tokens": 5, "stream": 0, "messages": CHAT["messages"]},
+         "Invalid 'stream'"),
+        ("/api-keys", {"name": "x", "monthly_budget_micros": False}, "Invalid 'monthly_budget_micros'"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_json_type_is_a_400_not_converted(
+    console_url, alice, acme, path, body, detail
+):
+    _key, secret = create_key(
+        workspace=acme, name="admin", created_by=alice, scopes=[*PRODUCT_SCOPES, ADMIN_SCOPE]
+    )
+    response = httpx.post(f"{console_url}{path}", json=body, headers={"x-api-key": secret})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(detail)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "detail"),
+    [
+        ("/chat/completions", [{"type": "text", "text": 5}], "Invalid 'messages.0.content'"),
+        ("/messages", [{"type": "text", "text": {"a": 1}}], "Invalid text block: 'text' must be a string."),
+    ],
+)  # fmt: skip
+def test_a_text_part_whose_text_is_not_a_string_is_a_400(api, path, content, detail):
+    body = {"model": "mira", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    response = api.post(path, json=body)
+    assert response.status_code == 400
+    assert _detail(response).startswith(detail)
+
+
+def test_a_tool_result_of_any_json_shape_is_passed_on_without_a_500(api):
+    blocks = [{"type": "tool_result", "tool_use_id": "call_1", "content": {"rows": [1, 2]}}]
+    body = {"model": "mira", "max_tokens": 5, "messages": [{"role": "user", "content": blocks}]}
+    assert api.post("/messages", json=body).status_code == 200
+
+
+def test_json_nested_200000_levels_deep_is_a_400(api):
+    deep = b'{"model": "mira", "messages": [{"role": "user", "content": "hi"}], "tools": '
+    deep += b"[" * 200_000 + b"]" * 200_000 + b"}"
+    response = api.post(
+        "/chat/completions", content=deep, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert _detail(response) == (
+        "The request body is nested too deeply: at most 64 levels of arrays and objects."
+    )
+
+
+def test_json_nested_past_64_levels_is_a_400_and_up_to_64_is_served(api):
+    def schema(levels: int) -> dict:
+        # The body, response_format, json_schema and schema are four levels; each object
+        # property adds two more.
+        inner: dict = {"type": "string"}
+        for _ in range((levels - 4) // 2):
+            inner = {"type": "object", "properties": {"a": inner}}
+        return CHAT | {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": inner},
+            }
+        }
+
+    deep = api.post("/chat/completions", json=schema(66))
+    assert deep.status_code == 400 and "nested too deeply" in _detail(deep)
+    assert api.post("/chat/completions", json=schema(64)).status_code == 200
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, 502), (502, 502), (503, 503)])

@@ -1,7 +1,10 @@
 """The playground's websocket: it streams replies as they are written, stops them at once,
 books every call exactly once as the member, and serves only the member's own workspace."""
 
+import base64
 import json
+import struct
+import zlib
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -248,6 +251,49 @@ async def test_a_bad_image_is_refused_with_a_clear_message(alice, alice_headers,
         await ws.disconnect()
     assert problem == {"type": "problem", "message": "Image 1 could not be read as an image."}
     assert wrong_type["message"] == "Image 1 is not a PNG, JPEG, GIF or WebP image."
+    assert await Conversation.objects.acount() == 0
+
+
+def _png_header_only(width: int, height: int) -> str:
+    """A PNG that says it is `width` x `height` pixels: a few dozen bytes that would decode
+    to far more (a decompression bomb), without anyone having to draw it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        (8_000, 8_000),  # over the playground's limit, under Pillow's
+        (10_000, 10_000),  # over Pillow's warning
+        (20_000, 20_000),  # over what Pillow refuses outright
+    ],
+)
+async def test_an_image_with_too_many_pixels_is_refused_naming_the_limit(
+    alice, alice_headers, upstream_fleet, width, height
+):
+    ws = await _connected(alice_headers)
+    try:
+        await _send(ws, "Look", images=[png_data_uri(3, 2), _png_header_only(width, height)])
+        problem = await ws.receive_json_from(timeout=5)
+    finally:
+        await ws.disconnect()
+    assert problem == {
+        "type": "problem",
+        "message": "Image 2 has too many pixels: the limit is 50 megapixels.",
+    }
     assert await Conversation.objects.acount() == 0
 
 

@@ -4,10 +4,12 @@ import base64
 import io
 import json
 
+import pytest
 from PIL import Image
 
 from tests.upstream_fixtures import await_for
 from upstream import client
+from upstream.errors import UpstreamError
 
 
 def ask(text: str, **extra) -> dict:
@@ -104,6 +106,32 @@ async def test_max_tokens_cuts_the_reply_with_finish_reason_length(upstream_flee
     chunks, _ = await collect(upstream_fleet, ask("Write a lot", max_tokens=5))
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert content_of(chunks) == body["choices"][0]["message"]["content"]
+
+
+async def test_n_gives_that_many_choices_and_counts_every_one_in_the_usage(upstream_fleet):
+    one = (await client.chat_completions(upstream_fleet, ask("reply with: a b c"))).json()
+    three = (await client.chat_completions(upstream_fleet, ask("reply with: a b c", n=3))).json()
+    assert [c["index"] for c in three["choices"]] == [0, 1, 2]
+    assert {c["message"]["content"] for c in three["choices"]} == {"a b c"}
+    assert three["usage"]["completion_tokens"] == 3 * one["usage"]["completion_tokens"]
+    chunks, _ = await collect(
+        upstream_fleet, ask("reply with: a b c", n=3, stream_options={"include_usage": True})
+    )
+    texts = ["", "", ""]
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+    assert texts == ["a b c"] * 3 and chunks[-1]["usage"] == three["usage"]
+
+
+async def test_n_and_max_tokens_out_of_range_are_400s(upstream_fleet):
+    for extra, detail in [
+        ({"n": 9}, "The 'n' field must be between 1 and 8."),
+        ({"max_tokens": 10**7}, "The 'max_tokens' field must be between 1 and 1000000."),
+    ]:
+        with pytest.raises(UpstreamError) as caught:
+            await client.chat_completions(upstream_fleet, ask("hi", **extra))
+        assert caught.value.status == 400 and caught.value.detail == detail
 
 
 async def test_a_stop_sequence_ends_the_reply_before_it(upstream_fleet):

@@ -5,8 +5,10 @@ It serves every endpoint of MIRA_API.md with the same shapes, statuses and
 
 - chat and responses: a reply built from the last user message, streamed one
   token per chunk (role delta first, a `finish_reason` chunk, `data: [DONE]`);
-  honours `max_tokens` (`length`), `stop`, JSON response formats, tools (a tool
-  call when the prompt names a tool or says "call" / "use the tool") and image parts.
+  honours `max_tokens` (`length`; a larger one than the model's `max_output_tokens`
+  is clamped to it), `n` (up to 8 identical choices, streamed one after another, all
+  counted in `completion_tokens`), `stop`, JSON response formats, tools (a tool call
+  when the prompt names a tool or says "call" / "use the tool") and image parts.
   **A user message containing `reply with: TEXT` makes the reply exactly TEXT**
   (everything after the marker, trimmed), e.g. `reply with: <script>x</script>`.
 - embeddings: unit vectors by feature hashing; images: PNGs drawn from the prompt;

@@ -29,6 +29,8 @@ from upstream.tokens import count_tokens, tokenize
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_MESSAGES = 200
+# `n`: how many choices one completion may have.
+MAX_CHOICES = 8
 
 
 def _turns_from_messages(messages: Any) -> list[Turn]:
@@ -156,7 +158,7 @@ async def chat_completions(sim: Any, request: Request) -> Response | StreamingRe
     max_tokens = fields.integer(body, "max_completion_tokens", 1, 1_000_000)
     max_tokens = fields.integer(body, "max_tokens", 1, 1_000_000, max_tokens)
     max_tokens = min(max_tokens or cap, cap)
-    fields.integer(body, "n", 1, 1)
+    choices = fields.integer(body, "n", 1, MAX_CHOICES, 1) or 1
     stream = fields.boolean(body, "stream")
     options = fields.object_(body, "stream_options") or {}
     _response_format(body)
@@ -164,7 +166,8 @@ async def chat_completions(sim: Any, request: Request) -> Response | StreamingRe
     completion_id = f"chatcmpl-{str(uuid.uuid4())[:24]}"
     created = int(time.time())
     if stream:
-        pieces = _chat_chunks(answer, completion_id, created, bool(options.get("include_usage")))
+        include_usage = bool(options.get("include_usage"))
+        pieces = _chat_chunks(answer, completion_id, created, include_usage, choices)
         return StreamingResponse(pieces)
     message: dict[str, Any] = {"role": "assistant", "content": answer.completion.text}
     if answer.tool_call is not None:
@@ -180,13 +183,14 @@ async def chat_completions(sim: Any, request: Request) -> Response | StreamingRe
             "model": answer.model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": message,
                     "logprobs": None,
                     "finish_reason": answer.completion.finish_reason,
                 }
+                for index in range(choices)
             ],
-            "usage": _chat_usage(answer),
+            "usage": _chat_usage(answer, choices),
         }
     )
 
@@ -199,46 +203,26 @@ def _tool_call_json(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def _chat_usage(answer: Answer) -> dict[str, Any]:
+def _chat_usage(answer: Answer, choices: int = 1) -> dict[str, Any]:
+    """Usage as OpenAI counts it: every choice's tokens are completion tokens."""
+    completion = answer.completion.tokens * choices
     usage = {
         "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion.tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion.tokens,
+        "completion_tokens": completion,
+        "total_tokens": answer.prompt_tokens + completion,
     }
     if answer.thinking:
-        usage["thinking_tokens"] = answer.thinking_tokens
-        usage["total_tokens"] += answer.thinking_tokens
+        usage["thinking_tokens"] = answer.thinking_tokens * choices
+        usage["total_tokens"] += answer.thinking_tokens * choices
     return usage
 
 
 async def _chat_chunks(
-    answer: Answer, completion_id: str, created: int, include_usage: bool
+    answer: Answer, completion_id: str, created: int, include_usage: bool, choices: int = 1
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse.encode(
-            {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": answer.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-        )
-
-    yield chunk({"role": "assistant", "content": ""})
-    if answer.thinking:
-        for piece in tokenize(answer.thinking):
-            yield chunk({"thinking": piece})
-    call = answer.tool_call
-    if call is not None:
-        head = {"index": 0, "id": call.id, "type": "function"}
-        yield chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
-        for piece in tokenize(call.arguments):
-            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-    else:
-        for piece in tokenize(answer.completion.text):
-            yield chunk({"content": piece})
-    yield chunk({}, answer.completion.finish_reason)
+    for index in range(choices):
+        for piece in _choice_chunks(answer, completion_id, created, index):
+            yield piece
     if include_usage:
         yield sse.encode(
             {
@@ -247,10 +231,43 @@ async def _chat_chunks(
                 "created": created,
                 "model": answer.model,
                 "choices": [],
-                "usage": _chat_usage(answer),
+                "usage": _chat_usage(answer, choices),
             }
         )
     yield sse.encode_done()
+
+
+def _choice_chunks(answer: Answer, completion_id: str, created: int, index: int) -> list[bytes]:
+    """One choice's chunks, from the role to the finish reason (choices come one after another)."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse.encode(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer.model,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if answer.thinking:
+        chunks += [chunk({"thinking": piece}) for piece in tokenize(answer.thinking)]
+    call = answer.tool_call
+    if call is not None:
+        head = {"index": 0, "id": call.id, "type": "function"}
+        chunks.append(
+            chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+        )
+        chunks += [
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for piece in tokenize(call.arguments)
+        ]
+    else:
+        chunks += [chunk({"content": piece}) for piece in tokenize(answer.completion.text)]
+    chunks.append(chunk({}, answer.completion.finish_reason))
+    return chunks
 
 
 # --- responses ----------------------------------------------------------------------
