@@ -163,6 +163,7 @@ def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[
             "DEBUG": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "GATEWAY_JOURNAL_DIR": str(workdir / "journal"),
             "LOG_LEVEL": "WARNING",
             "MIRA_API_BASE": f"http://{HOST}:{simulator_port}/v1",
             "MIRA_API_KEY": upstream_key,
