@@ -254,7 +254,7 @@ def book(booking: Booking, *, wait: bool = False) -> Future | None:
         booking.done = Future()
     line = booking.line()
     with _lock:
-        journal().append(line)
+        _journal(line)
         _queue.append(booking)
         wake = _asleep
     if wait:
@@ -264,6 +264,16 @@ def book(booking: Booking, *, wait: bool = False) -> Future | None:
         if wake:
             _wake.set()
     return booking.done
+
+
+def _journal(line: bytes) -> None:
+    """Append a booking to the journal (with `_lock` held). A journal that cannot be
+    written (a full disk) does not stop the call: it is still queued, and written unless
+    this worker dies first."""
+    try:
+        journal().append(line)
+    except OSError:
+        logger.exception("could not journal a booking; it is kept in memory until written")
 
 
 # The database thread ---------------------------------------------------------------
@@ -278,11 +288,15 @@ def flush(*, give_back: bool = False) -> bool:
         batch = _queue[:]
         del _queue[:]
         segment = journal().rotate() if batch else None
-    failed = _write(batch) if batch else []
+    try:
+        failed = _write(batch) if batch else []
+    except Exception:
+        logger.exception("could not book %d calls", len(batch))
+        failed = batch
     with _lock:
         for booking in failed:
             booking.attempts += 1
-            journal().append(booking.line())  # kept in the segment after this batch's
+            _journal(booking.line())  # kept in the segment after this batch's
         _queue[:0] = failed
     if segment is not None:
         journal().discard(segment)

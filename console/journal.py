@@ -113,10 +113,17 @@ def owner_of(path: Path) -> str:
 
 
 def segments() -> list[Path]:
+    """The journal's segments on this machine, every worker's, oldest first."""
     directory = Path(settings.GATEWAY_JOURNAL_DIR)
     if not directory.is_dir():
         return []
-    return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    found = []
+    for path in directory.glob(f"*{SUFFIX}"):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # discarded since it was listed
+            continue
+    return [path for _, path in sorted(found)]
 
 
 def claim(path: Path) -> Segment | None:
