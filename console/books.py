@@ -528,14 +528,16 @@ def _tick() -> None:
     global _asleep
     from console import recovery
 
-    reclaimed = 0.0
+    reclaimed = beaten = 0.0
     while not _stopping.is_set():
         now = time.monotonic()
-        try:
+        try:  # on the database thread, but only when due: each hop costs the calls a little
             if now - reclaimed >= RECLAIM_SECONDS:
                 reclaimed = now
                 db.submit(recovery.reclaim).result()
-            db.submit(workers.beat).result()
+            if now - beaten >= workers.BEAT_SECONDS:
+                beaten = now
+                db.submit(workers.beat, force=True).result()
         except RuntimeError:
             return  # the interpreter is shutting down: the exit handler writes the rest
         except Exception:
