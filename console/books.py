@@ -62,6 +62,8 @@ LEASE_SHARE = 10  # a lease grows by 1/LEASE_SHARE of the balance when it can
 LEASE_PREFIX = "lease_"  # the request id of a lease's hold and ledger entries
 RECLAIM_SECONDS = 10.0  # how often a worker looks for what gone workers left
 RETRY_MAX_SECONDS = 30.0  # the longest pause before a failed write is tried again
+# Journal lines; dates and ids as text. Made once: `json.dumps` with options makes one a call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
 
 
 @dataclass(eq=False)
@@ -113,7 +115,7 @@ class Booking:
             "variant": self.variant,
             "key_budget": self.key_budget,
         }
-        return json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"
+        return _ENCODER.encode(entry).encode() + b"\n"
 
     @classmethod
     def from_line(cls, entry: dict) -> "Booking":
