@@ -384,19 +384,19 @@ def _replace_broken_connection() -> None:
 
 
 def _write_all(batch: list[Booking]) -> list[tuple[Booking, int]]:
-    """Book a batch in the current transaction; (booking, what it was charged)."""
+    """Book a batch in the current transaction; (booking, what its lease was charged)."""
     settled: list[tuple[Booking, int]] = []
     by_lease: dict[tuple[int, str, str], list[tuple[Booking, int]]] = {}
     for booking in batch:
         lease = lease_id(booking.held) if booking.held else None
         if lease is None:
-            record = book_one(
+            book_one(
                 variant=booking.variant,
                 held=booking.held,
                 key_budget=booking.key_budget,
                 **booking.fields,
             )
-            settled.append((booking, 0 if booking.held is None else record.cost))
+            settled.append((booking, 0))
             continue
         charge = ledger.chargeable(
             booking.fields["request_id"],
@@ -554,7 +554,7 @@ def _tick() -> None:
         if _stopping.is_set():
             return
         with _lock:
-            pending = bool(_queue) or (_pending() and time.monotonic() >= _retry_at)
+            pending = _pending()  # the wait above kept to the pause after a failed write
         if not pending:
             continue
         try:

@@ -81,20 +81,20 @@ class Journal:
         return Segment(path, fd)
 
 
-def _remove(segment: Segment) -> None:
-    try:
-        segment.path.unlink(missing_ok=True)
-    finally:
-        os.close(segment.fd)
-
-
 def remove(segment: Segment) -> None:
-    """Remove a replayed segment (its lock is released when it is closed)."""
+    """Remove a segment's file (its lock is released when it is closed)."""
     segment.path.unlink(missing_ok=True)
 
 
 def release(segment: Segment) -> None:
     os.close(segment.fd)
+
+
+def _remove(segment: Segment) -> None:
+    try:
+        remove(segment)
+    finally:
+        release(segment)
 
 
 _journal: Journal | None = None

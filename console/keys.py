@@ -144,16 +144,16 @@ def forget(key_hash: str) -> None:
     _local.pop(key_hash, None)
     if not settings.REDIS_URL:
         return
-    client = sync_redis_client()
-    try:
-        if client is None:
-            raise redis.ConnectionError("Redis failed a moment ago")
-        _retire(client, key_hash)
-    except ERRORS as exc:
-        redis_failed(exc)
-        threading.Thread(target=_retire_later, args=(key_hash,), daemon=True).start()
-    else:
-        redis_answered()
+    client = sync_redis_client()  # None: Redis failed a moment ago
+    if client is not None:
+        try:
+            _retire(client, key_hash)
+        except ERRORS as exc:
+            redis_failed(exc)
+        else:
+            redis_answered()
+            return
+    threading.Thread(target=_retire_later, args=(key_hash,), daemon=True).start()
 
 
 def _retire(client, key_hash: str) -> None:

@@ -457,25 +457,23 @@ def charge_late(
     return charged
 
 
-def release_owned(owner: str) -> int:
-    """Release the holds of a worker that is gone; returns how many."""
+def _release(holds) -> int:
+    """Release holds, charging nothing; returns how many."""
     released = 0
-    for request_id in Hold.objects.filter(owner=owner).values_list("request_id", flat=True):
+    for request_id in holds.values_list("request_id", flat=True):
         settle(request_id=request_id, cost=0)
         released += 1
     return released
+
+
+def release_owned(owner: str) -> int:
+    """Release the holds of a worker that is gone; returns how many."""
+    return _release(Hold.objects.filter(owner=owner))
 
 
 def release_stale(*, older_than: timedelta) -> int:
     """Release holds left by a worker that died mid-call; returns how many."""
-    cutoff = timezone.now() - older_than
-    released = 0
-    for request_id in Hold.objects.filter(created_at__lt=cutoff).values_list(
-        "request_id", flat=True
-    ):
-        settle(request_id=request_id, cost=0)
-        released += 1
-    return released
+    return _release(Hold.objects.filter(created_at__lt=timezone.now() - older_than))
 
 
 def balance_of(workspace: Workspace) -> int:

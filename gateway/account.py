@@ -159,15 +159,16 @@ def _within(creator: ApiKey, spec: CreateKeyRequest) -> dict:
         extra = [model for model in models if model not in creator.allowed_models]
         if extra:
             raise _beyond("allowed_models", f"{', '.join(extra)} is beyond this key's models")
-    capped = {}
-    for field, asked, has, noun in (
-        ("rpm_limit", spec.rpm_limit, creator.rpm_limit, "limit"),
-        ("tpm_limit", spec.tpm_limit, creator.tpm_limit, "limit"),
-        ("monthly_budget_micros", spec.monthly_budget_micros, creator.monthly_budget, "budget"),
-    ):
+    given = {"scopes": scopes, "allowed_models": models}
+    for name, field, asked, has, noun in (
+        ("rpm_limit", "rpm_limit", spec.rpm_limit, creator.rpm_limit, "limit"),
+        ("tpm_limit", "tpm_limit", spec.tpm_limit, creator.tpm_limit, "limit"),
+        ("monthly_budget", "monthly_budget_micros", spec.monthly_budget_micros,
+         creator.monthly_budget, "budget"),
+    ):  # fmt: skip
         if has is not None and asked is not None and asked > has:
             raise _beyond(field, f"{asked} is beyond this key's {noun} of {has}")
-        capped[field] = has if asked is None else asked
+        given[name] = has if asked is None else asked
     expires = creator.expires_at
     if spec.expires_in_days:
         asked_expiry = timezone.now() + timedelta(days=spec.expires_in_days)
@@ -178,14 +179,7 @@ def _within(creator: ApiKey, spec: CreateKeyRequest) -> dict:
                 f"{expires.isoformat(timespec='seconds')}",
             )
         expires = asked_expiry
-    return {
-        "scopes": scopes,
-        "allowed_models": models,
-        "rpm_limit": capped["rpm_limit"],
-        "tpm_limit": capped["tpm_limit"],
-        "monthly_budget": capped["monthly_budget_micros"],
-        "expires_at": expires,
-    }
+    return given | {"expires_at": expires}
 
 
 @transaction.atomic
