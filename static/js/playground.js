@@ -14,6 +14,7 @@ function start(root) {
   let conversation = root.dataset.conversation ? Number(root.dataset.conversation) : null;
   let socket = null;
   let retries = 0;
+  const waiting = []; // sent while the socket was still connecting: sent once it opens
   let pending = false; // a request that starts replies was sent, no answer yet
   const streaming = new Set(); // ids of replies being written
   let attachments = [];
@@ -54,10 +55,12 @@ function start(root) {
       retries = 0;
       setStatus("");
       if (reconnected) refreshColumns();
+      while (waiting.length) socket.send(JSON.stringify(waiting.shift()));
     });
     socket.addEventListener("message", (event) => receive(JSON.parse(event.data)));
     socket.addEventListener("close", (event) => {
       // The server stops this page's replies when the socket closes.
+      waiting.length = 0;
       pending = false;
       streaming.clear();
       updateBusy();
@@ -75,6 +78,10 @@ function start(root) {
   }
 
   function send(message) {
+    if (socket && socket.readyState === WebSocket.CONNECTING) {
+      waiting.push(message); // a message typed as the page opens is not lost
+      return true;
+    }
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       showError("Not connected to the console. Retrying…");
       return false;
