@@ -222,7 +222,13 @@ def _serve_in_thread(app, port: int) -> tuple[uvicorn.Server, threading.Thread]:
 @pytest.fixture
 def asgi_server(transactional_db) -> Iterator[LiveServer]:
     """The whole console (HTTP and websockets) served over a real socket."""
+    from django.core.cache import cache
+
     from config.asgi import application
+
+    # Each test starts as a fresh server would: allauth's sign-in rate limit counts per
+    # address, and every browser test signs in from 127.0.0.1.
+    cache.clear()
 
     port = free_port()
     server, thread = _serve_in_thread(application, port)
