@@ -39,6 +39,14 @@ def call_cost(fields: dict, variant: str = "") -> int:
     )
 
 
+async def recorded_cost(request_id: str) -> int:
+    """What a booked call was charged (0 when it is not booked yet)."""
+    cost = await (
+        UsageRecord.objects.filter(request_id=request_id).values_list("cost", flat=True).afirst()
+    )
+    return cost or 0
+
+
 _rollup_ids: dict[tuple[int, date, str], int] = {}
 _key_used_at: dict[str, float] = {}
 

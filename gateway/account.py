@@ -29,7 +29,17 @@ from console.models import (
 )
 from console.pricing import MICRO
 from gateway.errors import ApiError
-from gateway.http import endpoint, json_body, validate
+from gateway.http import (
+    ACCOUNT_ERRORS,
+    INTEGER_OR_NULL,
+    STRING_OR_NULL,
+    Operation,
+    endpoint,
+    json_body,
+    list_of,
+    query_param,
+    validate,
+)
 from gateway.pipeline import Caller
 
 _TRANSACTION_TYPES = ("grant", "charge", "refund", "hold", "release")
@@ -436,3 +446,120 @@ async def usage(request: HttpRequest) -> HttpResponse:
         _usage, request.caller.workspace_id, start, end, group, request.GET.get("model"), key_id
     )
     return JsonResponse(data)
+
+
+KINDS = ["grant", "charge", "refund", "hold", "release"]
+CREATED_KEY = {
+    "allOf": [
+        {"$ref": "#/components/schemas/ApiKey"},
+        {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
+    ]
+}
+
+SCHEMAS = {
+    "ApiKey": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string"},
+            "key_prefix": {"type": "string"},
+            "last_four": {"type": "string"},
+            "is_active": {"type": "boolean"},
+            "status": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "allowed_models": {"type": "array", "items": {"type": "string"}},
+            "rpm_limit": INTEGER_OR_NULL,
+            "tpm_limit": INTEGER_OR_NULL,
+            "monthly_budget_micros": INTEGER_OR_NULL,
+            "total_requests": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+            "last_used_at": STRING_OR_NULL,
+            "expires_at": STRING_OR_NULL,
+            "created_at": STRING_OR_NULL,
+        },
+        "required": ["id", "name", "key_prefix", "last_four", "is_active", "scopes"],
+    },
+    "Balance": {
+        "type": "object",
+        "properties": {
+            "currency": {"type": "string"},
+            "balance_micros": {"type": "integer"},
+            "balance": {"type": "string"},
+            "spending": {"type": "object"},
+        },
+        "required": ["currency", "balance_micros", "balance", "spending"],
+    },
+    "Transaction": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "type": {"enum": ["grant", "charge", "refund", "hold", "release"]},
+            "amount_micros": {"type": "integer"},
+            "amount": {"type": "string"},
+            "balance_after_micros": INTEGER_OR_NULL,
+            "description": {"type": "string"},
+            "request_id": STRING_OR_NULL,
+            "created_at": STRING_OR_NULL,
+        },
+        "required": ["id", "type", "amount_micros", "amount"],
+    },
+    "Usage": {
+        "type": "object",
+        "properties": {
+            "start_date": {"type": "string", "format": "date"},
+            "end_date": {"type": "string", "format": "date"},
+            "currency": {"type": "string"},
+            "group_by": {"type": "string"},
+            "total": {"type": "object"},
+            "groups": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["start_date", "end_date", "group_by", "total", "groups"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/api-keys", "get", "The workspace's keys (admin scope)", ACCOUNT_ERRORS, list_of("ApiKey"),
+        view=api_keys, name="api_keys",
+    ),
+    Operation(
+        "/v1/api-keys", "post", "Create a key; its secret is in `key`, shown once (admin scope)",
+        (400, *ACCOUNT_ERRORS, 413), CREATED_KEY, status=201, request=CreateKeyRequest,
+        example={"name": "script", "scopes": ["chat"]},
+        view=api_keys, name="api_keys",
+    ),
+    Operation(
+        "/v1/api-keys/{key_id}", "delete", "Revoke a key (admin scope)", (*ACCOUNT_ERRORS, 404),
+        status=204,
+        view=api_key, name="api_key",
+    ),
+    Operation(
+        "/v1/billing/balance", "get", "Balance and spending (admin scope)", ACCOUNT_ERRORS, "Balance",
+        view=balance, name="billing_balance",
+    ),
+    Operation(
+        "/v1/billing/transactions", "get", "Ledger entries, newest first (admin scope)",
+        (400, *ACCOUNT_ERRORS), list_of("Transaction"),
+        query=(
+            query_param("type", {"enum": KINDS}, "Only entries of this kind."),
+            query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "How many."),
+            query_param(
+                "offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+                "How many to skip.",
+            ),
+        ),
+        view=transactions, name="billing_transactions",
+    ),
+    Operation(
+        "/v1/usage", "get", "Usage and spend by day, model, product, source or key (admin scope)",
+        (400, *ACCOUNT_ERRORS), "Usage",
+        query=(
+            query_param("start_date", {"type": "string", "format": "date"}, "First day (default: the 1st)."),
+            query_param("end_date", {"type": "string", "format": "date"}, "Last day (default: today)."),
+            query_param("group_by", {"enum": ["day", "model", "product", "source", "key"]}, "Grouping."),
+            query_param("model", {"type": "string"}, "Only this model."),
+            query_param("api_key_id", {"type": "string", "format": "uuid"}, "Only this key."),
+        ),
+        view=usage, name="usage",
+    ),
+]  # fmt: skip

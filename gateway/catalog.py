@@ -5,8 +5,8 @@ import time
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from gateway.http import endpoint
-from gateway.pipeline import Caller
+from gateway.http import UPSTREAM_ERRORS, Operation, endpoint
+from gateway.pipeline import Caller, upstream_error
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
 
@@ -58,6 +58,14 @@ async def output_limit(model: str, asked: int | None) -> int:
     return asked
 
 
+async def available_models() -> list[dict]:
+    """`fleet_models()`, an upstream failure raised as the caller's error."""
+    try:
+        return await fleet_models()
+    except UpstreamError as exc:
+        raise upstream_error(exc) from None
+
+
 def visible_to(caller: Caller, models: list[dict]) -> list[dict]:
     if caller.key is None or not caller.key.models:
         return models
@@ -66,10 +74,32 @@ def visible_to(caller: Caller, models: list[dict]) -> list[dict]:
 
 @endpoint("GET")
 async def models(request: HttpRequest) -> HttpResponse:
-    try:
-        data = await fleet_models()
-    except UpstreamError as exc:
-        from gateway.pipeline import upstream_error
-
-        raise upstream_error(exc) from None
+    data = await available_models()
     return JsonResponse({"object": "list", "data": visible_to(request.caller, data)})
+
+
+SCHEMAS = {
+    "ModelList": {
+        "type": "object",
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"id": {"type": "string"}},
+                    "required": ["id"],
+                },
+            },
+        },
+        "required": ["object", "data"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/models", "get", "List the models of the upstream fleet",
+        (401, *UPSTREAM_ERRORS), "ModelList",
+        view=models, name="models",
+    ),
+]  # fmt: skip

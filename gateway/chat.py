@@ -7,16 +7,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import pipeline
 from gateway.catalog import output_limit
-from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
-from gateway.relay import Relay, Translator, open_stream
-from upstream.errors import UpstreamError
-from upstream.fleet import UpstreamResponse, get_fleet
+from gateway.http import (
+    MAX_OUTPUT_TOKENS,
+    MODEL_CALL_ERRORS,
+    STRING_OR_NULL,
+    Operation,
+    endpoint,
+    json_body,
+    validate,
+)
+from gateway.relay import Relay, Translator, relay
+from upstream.fleet import UpstreamResponse
 from upstream.tokens import count_tokens
 
 PATH = "/v1/chat/completions"
 _PART_TYPES = {"text", "image_url", "input_audio", "file"}
 # Each choice may write the whole limit, and the call holds for all of them.
 MAX_CHOICES = 8
+CHAT_EXAMPLE = {"model": "mira", "messages": [{"role": "user", "content": "Hello"}]}
 
 
 class ChatMessage(BaseModel):
@@ -96,57 +104,105 @@ async def limit_output(body: dict, *, model: str, asked: int | None) -> int:
     return limit
 
 
-async def complete(call: pipeline.Call, body: dict) -> dict:
-    """A non-streamed chat completion through the fleet, booked on `call`."""
-    return (await forward(call, body)).json()
-
-
-async def forward(call: pipeline.Call, body: dict) -> UpstreamResponse:
-    """The upstream's answer to a chat completion, as it came, its usage noted on `call`."""
-    try:
-        response = await get_fleet().request(
-            "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
-        )
-    except UpstreamError as exc:
-        raise call.failed(exc) from None
-    call.node, call.status = response.node, response.status
-    call.first_byte()
+def count(call: pipeline.Call, response: UpstreamResponse) -> None:
+    """Note a completion's tokens on the call, from the answer's usage."""
     usage = response.usage()
     call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
     call.tokens_out = usage.get("completion_tokens", 0)
+
+
+async def start(
+    caller: pipeline.Caller,
+    body: dict,
+    *,
+    request_id: str,
+    request: HttpRequest | None = None,
+    endpoint: str = PATH,
+    asked: int | None = None,
+    stream: bool = False,
+) -> pipeline.Call:
+    """Start a chat call for `body` (checked already): the output limit is set in it, and
+    the prompt and every token each choice may write are held."""
+    limit = await limit_output(body, model=body["model"], asked=asked)
+    return await pipeline.start(
+        caller, request_id=request_id, product="chat", endpoint=endpoint, model=body["model"],
+        stream=stream, request=request,
+        tokens_in=prompt_tokens(body["messages"]), max_tokens=limit, choices=body.get("n") or 1,
+    )  # fmt: skip
+
+
+async def complete(call: pipeline.Call, body: dict) -> UpstreamResponse:
+    """A non-streamed chat completion, its tokens noted on `call`."""
+    response = await call.forward(PATH, body)
+    count(call, response)
     return response
 
 
-async def stream(call: pipeline.Call, body: dict, translator: Translator) -> HttpResponse:
-    """Open the upstream stream (usage always requested) and relay it."""
+async def stream(
+    call: pipeline.Call, body: dict, translator: Translator, *, keepalive: bool = True
+) -> Relay:
+    """A streamed chat completion (usage always requested), opened, to relay."""
     upstream_body = body | {
         "stream": True,
         "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
     }
-    upstream = get_fleet().stream(
-        "POST", PATH, json=upstream_body, model=call.model, headers=call.upstream_headers
-    )
-    opening = await open_stream(call, upstream)
-    return Relay(call, upstream, translator, opening).response()
+    return await relay(call, PATH, upstream_body, translator, keepalive=keepalive)
 
 
 @endpoint("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(ChatCompletionRequest, body)
-    asked = spec.max_completion_tokens or spec.max_tokens
-    limit = await limit_output(body, model=spec.model, asked=asked)
-    call = await pipeline.start(
-        request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
-        model=spec.model, stream=spec.stream, request=request,
-        tokens_in=prompt_tokens(body["messages"]), max_tokens=limit, choices=spec.n,
+    call = await start(
+        request.caller, body, request_id=request.request_id, request=request,
+        asked=spec.max_completion_tokens or spec.max_tokens, stream=spec.stream,
     )  # fmt: skip
     if spec.stream:
         include_usage = bool((spec.stream_options or {}).get("include_usage"))
-        return await stream(call, body, Translator(include_usage=include_usage))
-    try:
-        response = await forward(call, body)
-    finally:
-        await call.finish()
+        return (await stream(call, body, Translator(include_usage=include_usage))).response()
+    async with call:
+        response = await complete(call, body)
     # The upstream's bytes as they came.
     return HttpResponse(response.content, content_type="application/json")
+
+
+SCHEMAS = {
+    "ChatCompletion": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {"type": "object"},
+                        "finish_reason": STRING_OR_NULL,
+                    },
+                    "required": ["index", "message"],
+                },
+            },
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "completion_tokens": {"type": "integer"},
+                },
+                "required": ["prompt_tokens", "completion_tokens"],
+            },
+        },
+        "required": ["id", "object", "model", "choices", "usage"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/chat/completions", "post", "Chat completion (OpenAI-compatible)",
+        MODEL_CALL_ERRORS, "ChatCompletion", request=ChatCompletionRequest,
+        example=CHAT_EXAMPLE | {"max_tokens": 16}, streams=True,
+        view=chat_completions, name="chat_completions",
+    ),
+]  # fmt: skip

@@ -6,9 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
-from gateway.http import endpoint, json_body, validate
-from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from gateway.http import MODEL_CALL_ERRORS, Operation, endpoint, json_body, validate
 from upstream.tokens import count_tokens
 
 PATH = "/v1/embeddings"
@@ -32,16 +30,38 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
         request.caller, request_id=request.request_id, product="embeddings", endpoint=PATH,
         model=spec.model, request=request, tokens_in=sum(count_tokens(t) for t in texts),
     )  # fmt: skip
-    try:
-        try:
-            response = await get_fleet().request(
-                "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
-            )
-        except UpstreamError as exc:
-            raise call.failed(exc) from None
-        call.node, call.status = response.node, response.status
-        data = response.json()
-        call.tokens_in = (data.get("usage") or {}).get("prompt_tokens", call.tokens_in)
-    finally:
-        await call.finish()
+    async with call:
+        response = await call.forward(PATH, body)
+        call.tokens_in = response.usage().get("prompt_tokens", call.tokens_in)
     return HttpResponse(response.content, content_type="application/json")
+
+
+SCHEMAS = {
+    "EmbeddingList": {
+        "type": "object",
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "embedding": {"type": ["array", "string"]},
+                    },
+                    "required": ["index", "embedding"],
+                },
+            },
+            "usage": {"type": "object"},
+        },
+        "required": ["object", "data"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/embeddings", "post", "Text embeddings", MODEL_CALL_ERRORS, "EmbeddingList",
+        request=EmbeddingsRequest, example={"model": "mira-embed", "input": "Hello"},
+        view=embeddings, name="embeddings",
+    ),
+]  # fmt: skip

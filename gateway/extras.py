@@ -3,7 +3,7 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.http import endpoint, json_body, validate
+from gateway.http import UPSTREAM_ERRORS, Operation, endpoint, json_body, validate
 from gateway.pipeline import authorize, upstream_error
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
@@ -36,3 +36,21 @@ async def token_count(request: HttpRequest) -> HttpResponse:
     except UpstreamError as exc:
         raise upstream_error(exc) from None
     return JsonResponse(response.json())
+
+
+SCHEMAS = {
+    "TokenCount": {
+        "type": "object",
+        "properties": {"tokens": {"type": "integer"}},
+        "required": ["tokens"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/extras/token-count", "post", "Count tokens without a model call",
+        (400, 401, 403, 413, *UPSTREAM_ERRORS), "TokenCount", request=TokenCountRequest,
+        example={"model": "mira", "text": "Hello"},
+        view=token_count, name="token_count",
+    ),
+]  # fmt: skip

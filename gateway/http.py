@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import wraps
 
 from django.conf import settings
@@ -20,6 +21,44 @@ MAX_JSON_DEPTH = 64
 # The most output tokens any call may ask for (as Mira); a model's own limit is lower,
 # and a call asking for more than that is clamped to it (gateway.catalog.output_limit).
 MAX_OUTPUT_TOKENS = 1_000_000
+
+
+# The errors an operation may give, for the OpenAPI document.
+UPSTREAM_ERRORS = (502, 503, 504)
+MODEL_CALL_ERRORS = (400, 401, 402, 403, 404, 413, 422, 429, *UPSTREAM_ERRORS)
+ACCOUNT_ERRORS = (401, 403)
+STRING_OR_NULL = {"type": ["string", "null"]}
+INTEGER_OR_NULL = {"type": ["integer", "null"]}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method on one /v1 path: how it is routed (`view`, `name`) and described in
+    the OpenAPI document. Each module in `gateway.products.MODULES` lists its own."""
+
+    path: str  # with {name} for a path parameter, as OpenAPI writes it
+    method: str
+    summary: str
+    errors: tuple[int, ...]
+    success: str | dict | None = None  # the success body's schema (a component's name)
+    status: int = 200
+    request: type[BaseModel] | None = None
+    example: dict | None = None
+    streams: bool = False
+    query: tuple[dict, ...] = ()
+    anthropic: bool = False  # errors in Anthropic's envelope
+    view: Callable | None = None
+    name: str = ""
+    content_type: str = "application/json"  # of the request body
+
+
+def query_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+def list_of(name: str) -> dict:
+    return {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
 
 
 def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:

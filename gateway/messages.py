@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import chat, pipeline
 from gateway.errors import ApiError
-from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
+from gateway.http import (
+    MAX_OUTPUT_TOKENS,
+    MODEL_CALL_ERRORS,
+    STRING_OR_NULL,
+    Operation,
+    endpoint,
+    json_body,
+    validate,
+)
 from gateway.relay import Translator, sse
 from upstream.sse import Chunk
 from upstream.tokens import count_tokens
@@ -337,19 +345,15 @@ async def messages(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(MessagesRequest, body)
     upstream_body = to_chat(spec)
-    limit = await chat.limit_output(upstream_body, model=spec.model, asked=spec.max_tokens)
-    call = await pipeline.start(
-        request.caller, request_id=request.request_id, product="chat", endpoint=PATH,
-        model=spec.model, stream=spec.stream, request=request,
-        tokens_in=chat.prompt_tokens(upstream_body["messages"]), max_tokens=limit,
+    call = await chat.start(
+        request.caller, upstream_body, request_id=request.request_id, request=request,
+        endpoint=PATH, asked=spec.max_tokens, stream=spec.stream,
     )  # fmt: skip
     if spec.stream:
         translator = MessagesTranslator(model=spec.model, input_tokens=call.tokens_in)
-        return await chat.stream(call, upstream_body, translator)
-    try:
-        data = await chat.complete(call, upstream_body)
-    finally:
-        await call.finish()
+        return (await chat.stream(call, upstream_body, translator)).response()
+    async with call:
+        data = (await chat.complete(call, upstream_body)).json()
     return JsonResponse(from_chat(data, spec.model))
 
 
@@ -368,3 +372,46 @@ async def count_message_tokens(request: HttpRequest) -> HttpResponse:
     pipeline.authorize(request.caller, scope="chat", model=spec.model)
     texts = [_text_of(spec.system or "")] + [_text_of(m.content) for m in spec.messages]
     return JsonResponse({"input_tokens": sum(count_tokens(t) for t in texts if t)})
+
+
+SCHEMAS = {
+    "Message": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": STRING_OR_NULL,
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                },
+                "required": ["input_tokens", "output_tokens"],
+            },
+        },
+        "required": ["id", "type", "role", "content", "usage"],
+    },
+    "MessageTokenCount": {
+        "type": "object",
+        "properties": {"input_tokens": {"type": "integer"}},
+        "required": ["input_tokens"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/messages", "post", "Messages (Anthropic-compatible)", MODEL_CALL_ERRORS, "Message",
+        request=MessagesRequest, example=chat.CHAT_EXAMPLE | {"max_tokens": 16}, streams=True,
+        anthropic=True,
+        view=messages, name="messages",
+    ),
+    Operation(
+        "/v1/messages/count_tokens", "post", "Count the tokens of a messages request",
+        (400, 401, 403, 413), "MessageTokenCount", request=CountTokensRequest,
+        example=chat.CHAT_EXAMPLE, anthropic=True,
+        view=count_message_tokens, name="messages_count_tokens",
+    ),
+]  # fmt: skip

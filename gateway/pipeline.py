@@ -2,10 +2,14 @@
 
 authenticate -> authorize -> limit -> (reserve) -> route and relay -> meter -> respond.
 
-`authenticate()` turns a request into a `Caller`; `start()` authorizes and limits a
-call for that caller and returns a `Call`, which the product module uses to reach the
-upstream and which it must `finish()` exactly once, whatever happens: the usage
-record is written there, so a call is never lost from the books.
+`authenticate()` turns a request into a `Caller`; `start()` authorizes, limits and
+reserves a call for that caller and returns a `Call`. The `Call` does the steps every
+product shares: `forward()` sends the request through the fleet and `open_stream()`
+opens a stream (an upstream failure becomes the caller's error, and costs nothing
+before the first byte), and the call is booked exactly once, whatever happens, when
+its `async with` block ends (or by `finish()`), so a call is never lost from the books.
+A product module (gateway/<product>.py) says only what is its own: the request schema,
+the worst case to hold, and the units to read from the answer.
 """
 
 import asyncio
@@ -18,13 +22,13 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
-from console import books, db, keys, ledger, pricing
+from console import books, db, keys, ledger, pricing, usage
 from console.keys import KeyInfo
 from console.shared import counter_add_and_get, counter_add_task
 from console.usage import cost_of
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from upstream.fleet import UpstreamResponse, UpstreamStream, get_fleet
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,11 @@ class Caller:
     def tpm_limit(self) -> int:
         limit = self.key.tpm_limit if self.key else None
         return limit or settings.GATEWAY_DEFAULT_TPM
+
+
+def as_member(*, workspace_id: int, user_id: int) -> Caller:
+    """A signed-in member, calling from the playground."""
+    return Caller(workspace_id=workspace_id, user_id=user_id, source="playground")
 
 
 def _secret_from(request: HttpRequest) -> str:
@@ -175,6 +184,41 @@ class Call:
     finished: bool = False
     upstream_headers: dict[str, str] | None = None
 
+    async def __aenter__(self) -> "Call":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.finish()
+
+    async def forward(
+        self,
+        path: str,
+        body: dict | None = None,
+        *,
+        method: str = "POST",
+        content: bytes | None = None,
+        files: dict | None = None,
+        data: dict | None = None,
+    ) -> UpstreamResponse:
+        """The upstream's complete answer through the fleet, its node and status noted;
+        an upstream failure is raised as the caller's ApiError (see `failed`)."""
+        try:
+            response = await get_fleet().request(
+                method, path, json=body, content=content, files=files, data=data,
+                model=self.model or None, headers=self.upstream_headers,
+            )  # fmt: skip
+        except UpstreamError as exc:
+            raise self.failed(exc) from None
+        self.node, self.status = response.node, response.status
+        self.first_byte()
+        return response
+
+    def open_stream(self, path: str, body: dict) -> UpstreamStream:
+        """An upstream SSE stream for this call, not yet opened (see gateway.relay)."""
+        return get_fleet().stream(
+            "POST", path, json=body, model=self.model or None, headers=self.upstream_headers
+        )
+
     def first_byte(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = int((time.monotonic() - self.started) * 1000)
@@ -224,6 +268,10 @@ class Call:
                 await asyncio.shield(counting)
         if done is not None:
             await asyncio.shield(asyncio.wrap_future(done))
+
+    async def charged(self) -> int:
+        """What the finished call was charged (once booked: the playground waits for it)."""
+        return await usage.recorded_cost(self.request_id)
 
     def _fields(self) -> dict:
         """The usage record's fields."""

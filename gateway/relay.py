@@ -85,6 +85,15 @@ class Translator:
                 continue  # not JSON: passed on as it came, but no text to count
         return "".join(text)
 
+    def count(self, call: Call) -> None:
+        """Note the stream's units on the call: its usage, or, when the stream did not
+        reach its usage chunk, the tokens of the text delivered."""
+        if self.usage:
+            call.tokens_in = self.usage.get("prompt_tokens", call.tokens_in)
+            call.tokens_out = self.usage.get("completion_tokens", 0)
+        else:
+            call.tokens_out = count_tokens(self.delivered_text())
+
     def end(self) -> list[bytes]:
         return [b"data: [DONE]\n\n"]
 
@@ -129,6 +138,15 @@ async def open_stream(
         raise
     _opened(call, stream)
     return None
+
+
+async def relay(
+    call: Call, path: str, body: dict, translator: Translator, *, keepalive: bool = True
+) -> "Relay":
+    """The call's upstream stream, opened (see `open_stream`), relayed through `translator`."""
+    stream = call.open_stream(path, body)
+    opening = await open_stream(call, stream, keepalive=keepalive)
+    return Relay(call, stream, translator, opening)
 
 
 def _opened(call: Call, stream: UpstreamStream) -> None:
@@ -200,14 +218,8 @@ class Relay:
         if self.booked:
             return
         self.booked = True
-        call, translator = self.call, self.translator
-        if translator.usage:
-            call.tokens_in = translator.usage.get("prompt_tokens", call.tokens_in)
-            call.tokens_out = translator.usage.get("completion_tokens", 0)
-        else:
-            # The stream did not reach its usage chunk: count what was delivered.
-            call.tokens_out = count_tokens(translator.delivered_text())
-        await call.finish()
+        self.translator.count(self.call)
+        await self.call.finish()
 
     async def close(self) -> None:
         """Close the upstream stream and book the call (once)."""

@@ -8,10 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
 from gateway.catalog import output_limit
-from gateway.http import MAX_OUTPUT_TOKENS, endpoint, json_body, validate
-from gateway.relay import Relay, Translator, open_stream, sse
-from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from gateway.http import (
+    MAX_OUTPUT_TOKENS,
+    MODEL_CALL_ERRORS,
+    Operation,
+    endpoint,
+    json_body,
+    validate,
+)
+from gateway.relay import Translator, relay, sse
 from upstream.sse import Chunk
 from upstream.tokens import count_tokens
 
@@ -58,14 +63,22 @@ class ResponsesTranslator(Translator):
             self.text.append(data.get("delta", ""))
         usage = (data.get("response") or {}).get("usage")
         if usage:
-            self.usage = {
-                "prompt_tokens": usage.get("input_tokens", 0),
-                "completion_tokens": usage.get("output_tokens", 0),
-            }
+            self.usage = usage
         return [sse(data, event=kind or None)]
+
+    def count(self, call: pipeline.Call) -> None:
+        if self.usage:
+            count_usage(call, self.usage)
+        else:
+            super().count(call)
 
     def end(self) -> list[bytes]:
         return []
+
+
+def count_usage(call: pipeline.Call, usage: dict) -> None:
+    call.tokens_in = usage.get("input_tokens", call.tokens_in)
+    call.tokens_out = usage.get("output_tokens", 0)
 
 
 @endpoint("POST")
@@ -80,24 +93,39 @@ async def responses(request: HttpRequest) -> HttpResponse:
         tokens_in=prompt_tokens(spec), max_tokens=limit,
     )  # fmt: skip
     if spec.stream:
-        upstream = get_fleet().stream(
-            "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
-        )
-        opening = await open_stream(call, upstream)
         translator = ResponsesTranslator(include_usage=True)
-        return Relay(call, upstream, translator, opening).response()
-    try:
-        try:
-            response = await get_fleet().request(
-                "POST", PATH, json=body, model=spec.model, headers=call.upstream_headers
-            )
-        except UpstreamError as exc:
-            raise call.failed(exc) from None
-        call.node, call.status = response.node, response.status
-        data = response.json()
-        usage = data.get("usage") or {}
-        call.tokens_in = usage.get("input_tokens", call.tokens_in)
-        call.tokens_out = usage.get("output_tokens", 0)
-    finally:
-        await call.finish()
+        return (await relay(call, PATH, body, translator)).response()
+    async with call:
+        response = await call.forward(PATH, body)
+        count_usage(call, response.usage())
     return HttpResponse(response.content, content_type="application/json")
+
+
+SCHEMAS = {
+    "Response": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "status": {"type": "string"},
+            "output": {"type": "array"},
+            "usage": {
+                "type": ["object", "null"],
+                "properties": {
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                },
+            },
+        },
+        "required": ["id", "object", "status", "output"],
+    },
+}
+
+OPERATIONS = [
+    Operation(
+        "/v1/responses", "post", "Responses API", MODEL_CALL_ERRORS, "Response",
+        request=ResponsesRequest, streams=True,
+        example={"model": "mira", "input": "Hello", "max_output_tokens": 16},
+        view=responses, name="responses",
+    ),
+]  # fmt: skip

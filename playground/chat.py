@@ -13,15 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from console.models import Source, UsageRecord
-from gateway import pipeline
+from gateway import chat, pipeline
 from gateway.asgi import new_request_id
-from gateway.chat import PATH, limit_output, prompt_tokens
 from gateway.errors import ApiError
-from gateway.relay import Relay, Translator, delta_text, open_stream
+from gateway.relay import Chunk, Translator, delta_text
 from playground.models import Status
-from upstream.fleet import get_fleet
-from upstream.sse import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +48,9 @@ class ChunkTranslator(Translator):
         return [error]
 
 
-async def _start(caller: pipeline.Caller, **kwargs) -> pipeline.Call:
-    """`pipeline.start`, finished even when the run is cancelled while it holds the cost."""
-    starting = asyncio.ensure_future(pipeline.start(caller, **kwargs))
+async def _start(caller: pipeline.Caller, body: dict, **kwargs) -> pipeline.Call:
+    """`chat.start`, finished even when the run is cancelled while it holds the cost."""
+    starting = asyncio.ensure_future(chat.start(caller, body, **kwargs))
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
@@ -106,22 +102,11 @@ class ChatRun:
 
     async def _stream(self, on_text: Callable[[], Awaitable[None]]) -> None:
         body = self.body | {"stream": True, "stream_options": {"include_usage": True}}
-        limit = await limit_output(body, model=body["model"], asked=body.get("max_tokens"))
         self.call = call = await _start(
-            self.caller,
-            request_id=self.request_id,
-            product="chat",
-            endpoint=PATH,
-            model=body["model"],
-            stream=True,
-            tokens_in=prompt_tokens(body["messages"]),
-            max_tokens=limit,
+            self.caller, body, request_id=self.request_id, asked=body.get("max_tokens"), stream=True
         )
-        upstream = get_fleet().stream(
-            "POST", PATH, json=body, model=call.model, headers=call.upstream_headers
-        )
-        await open_stream(call, upstream, keepalive=False)  # a websocket needs no keep-alive
-        relay = Relay(call, upstream, self.translator)
+        # A websocket needs no keep-alive.
+        relay = await chat.stream(call, body, self.translator, keepalive=False)
         events = relay.events()
         try:
             async for event in events:
@@ -144,11 +129,7 @@ class ChatRun:
         call = self.call
         if call is None or not call.finished:
             return
-        record = await UsageRecord.objects.filter(
-            request_id=self.request_id, source=Source.PLAYGROUND
-        ).afirst()
-        if record is not None:
-            self.cost = record.cost
+        self.cost = await call.charged()
 
     @property
     def tokens_in(self) -> int:

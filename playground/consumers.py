@@ -42,8 +42,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership
-from console.models import Source
-from gateway.pipeline import Caller
+from gateway.pipeline import as_member
 from playground import conversations, sockets
 from playground.chat import ChatRun
 from playground.conversations import Tree
@@ -305,9 +304,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self._save(conversation, settings, tree)
         for index, answer, _body in replies:
             await self._send_column(tree, index, answer.pk)
-        caller = Caller(
-            workspace_id=self.workspace.pk, user_id=self.user.pk, source=Source.PLAYGROUND
-        )
+        caller = as_member(workspace_id=self.workspace.pk, user_id=self.user.pk)
         for index, answer, body in replies:
             run = ChatRun(caller, body)
             self.streaming.add(answer.pk)

@@ -19,13 +19,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.access import workspace_view
-from gateway.catalog import fleet_models
+from gateway.catalog import available_models
+from gateway.errors import ApiError
 from playground import code, conversations
 from playground.conversations import Tree
 from playground.forms import PresetForm
 from playground.models import Conversation, Message, Preset, Role
 from playground.params import Invalid, Settings, image_bytes, parse_settings, parse_text
-from upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def _get_preset_for_member(request: HttpRequest, pk: object, *, to_change: bool)
 def _chat_models() -> tuple[list[dict], str]:
     """The fleet's chat models (not embedding models), or an explanation why there are none."""
     try:
-        models = async_to_sync(fleet_models)()
-    except UpstreamError as exc:
+        models = async_to_sync(available_models)()
+    except ApiError as exc:
         logger.warning("could not list the fleet's models: %s", exc)
         return [], "The model list could not be loaded from the upstream; type a model name."
     chat = [
