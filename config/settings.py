@@ -5,6 +5,7 @@ read in development). The helpers below raise ImproperlyConfigured on a bad valu
 so that a typo stops the process at start-up instead of misbehaving later.
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -255,7 +256,23 @@ STORAGES = {
         )
     },
 }
-MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_ROOT = Path(
+    env_str("MEDIA_ROOT")
+    or (Path(tempfile.gettempdir()) / f"mira-media-{os.getpid()}" if TESTING else BASE_DIR / "media")
+)
+# Where the console keeps uploads and generated media: the local file system unless a
+# django-storages backend (and its OPTIONS as JSON) is named.
+STORAGES["media"] = {
+    "BACKEND": env_str("MEDIA_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": json.loads(env_str("MEDIA_STORAGE_OPTIONS", "") or "{}")
+    or {"location": str(MEDIA_ROOT)},
+}
+# How long a signed link to a stored file works, and how long files are kept
+# (`manage.py purgemedia` deletes older ones; 0 keeps them for ever).
+MEDIA_LINK_SECONDS = env_int("MEDIA_LINK_SECONDS", 3600)
+MEDIA_RETENTION_DAYS = env_int("MEDIA_RETENTION_DAYS", 30)
+# The largest file `POST /v1/upload` takes (413 past it).
+MEDIA_MAX_UPLOAD_BYTES = env_int("MEDIA_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -316,6 +333,11 @@ GATEWAY_DEFAULT_RPM = env_int("GATEWAY_DEFAULT_RPM", 100_000)
 GATEWAY_DEFAULT_TPM = env_int("GATEWAY_DEFAULT_TPM", 100_000_000)
 GATEWAY_MAX_JSON_BYTES = env_int("GATEWAY_MAX_JSON_BYTES", 2 * 1024 * 1024)
 GATEWAY_MAX_UPLOAD_BYTES = env_int("GATEWAY_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+# A JSON body that carries files as base64 (uploads, reference images): the largest
+# upload, a third larger for base64, and room for the rest.
+GATEWAY_MAX_MEDIA_JSON_BYTES = env_int(
+    "GATEWAY_MAX_MEDIA_JSON_BYTES", MEDIA_MAX_UPLOAD_BYTES * 4 // 3 + 1024 * 1024
+)
 GATEWAY_KEEPALIVE_SECONDS = float(env_int("GATEWAY_KEEPALIVE_SECONDS", 15))
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_UPLOAD_BYTES + 1024 * 1024
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)

@@ -26,6 +26,7 @@ class Product(models.TextChoices):
     MUSIC = "music", "Music"
     VIDEO = "video", "Video"
     VISION = "vision", "Vision"
+    UPLOADS = "uploads", "Uploads"
 
 
 ADMIN_SCOPE = "admin"

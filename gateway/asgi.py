@@ -86,10 +86,16 @@ def _resolve(path: str) -> ResolverMatch:
     return resolve(path, urlconf="gateway.urls")
 
 
+# The paths (after the version) whose JSON carries files, as base64: they may be larger.
+MEDIA_PATHS = ("upload", "image", "vision/")
+
+
 def _body_limits(scope: dict) -> tuple[int, int]:
     """The most a request's body may hold (uploads may hold more than JSON) and the length
     its Content-Length announces (0 without one)."""
     limit, length = settings.GATEWAY_MAX_JSON_BYTES, 0
+    if scope["path"].split("/", 2)[-1].startswith(MEDIA_PATHS):
+        limit = settings.GATEWAY_MAX_MEDIA_JSON_BYTES
     for name, value in scope["headers"]:
         if name == b"content-type":
             if value[:19].lower() == b"multipart/form-data":

@@ -83,15 +83,17 @@ def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:
     return decorator
 
 
-def json_body(request: HttpRequest) -> dict:
+def json_body(request: HttpRequest, *, media: bool = False) -> dict:
     """The request's JSON object; 413 when too large, 400 when not a JSON object or nested
-    deeper than MAX_JSON_DEPTH."""
+    deeper than MAX_JSON_DEPTH. With `media`, the body may carry files (as base64) and
+    be as large as GATEWAY_MAX_MEDIA_JSON_BYTES."""
+    limit = settings.GATEWAY_MAX_MEDIA_JSON_BYTES if media else settings.GATEWAY_MAX_JSON_BYTES
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise too_large(settings.GATEWAY_MAX_JSON_BYTES) from None
-    if len(raw) > settings.GATEWAY_MAX_JSON_BYTES:
-        raise too_large(settings.GATEWAY_MAX_JSON_BYTES)
+        raise too_large(limit) from None
+    if len(raw) > limit:
+        raise too_large(limit)
     if not raw:
         raise ApiError(400, "The request body is empty; send a JSON object.", code="empty_body")
     try:

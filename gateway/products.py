@@ -4,9 +4,9 @@ Adding a product is one line here."""
 
 from django.urls import URLPattern, path
 
-from gateway import account, catalog, chat, embeddings, extras, messages, responses
+from gateway import account, catalog, chat, embeddings, extras, files, messages, responses
 
-MODULES = (catalog, chat, responses, embeddings, messages, extras, account)
+MODULES = (catalog, chat, responses, embeddings, messages, files, extras, account)
 
 
 def urlpatterns() -> list[URLPattern]:
