@@ -9,7 +9,7 @@ from django.conf import settings
 
 from gateway.errors import ApiError
 
-_VERSIONED = re.compile(r"^/(v[0-9]+)(/.*)?$")
+_VERSIONED = re.compile(r"^/(v[0-9]+)(/.*)?\Z", re.DOTALL)
 # First path segments that are API endpoints called without a version.
 _UNVERSIONED = frozenset(
     {
