@@ -22,4 +22,6 @@ class Command(BaseCommand):
             self.stdout.write("MEDIA_RETENTION_DAYS is 0: files are kept for ever.")
             return
         count = media.purge(days=days)
-        self.stdout.write(f"Deleted {count} file{'s' if count != 1 else ''} older than {days} days.")
+        self.stdout.write(
+            f"Deleted {count} file{'s' if count != 1 else ''} older than {days} days."
+        )
