@@ -258,7 +258,9 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(
     env_str("MEDIA_ROOT")
-    or (Path(tempfile.gettempdir()) / f"mira-media-{os.getpid()}" if TESTING else BASE_DIR / "media")
+    or (
+        Path(tempfile.gettempdir()) / f"mira-media-{os.getpid()}" if TESTING else BASE_DIR / "media"
+    )
 )
 # Where the console keeps uploads and generated media: the local file system unless a
 # django-storages backend (and its OPTIONS as JSON) is named.

@@ -4,25 +4,66 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('console', '0007_append_only_ledger'),
+        ("console", "0007_append_only_ledger"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='price',
-            name='product',
-            field=models.CharField(choices=[('chat', 'Chat'), ('responses', 'Responses'), ('embeddings', 'Embeddings'), ('images', 'Images'), ('audio', 'Speech and transcription'), ('realtime', 'Realtime voice'), ('music', 'Music'), ('video', 'Video'), ('vision', 'Vision'), ('uploads', 'Uploads')], max_length=16),
+            model_name="price",
+            name="product",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat"),
+                    ("responses", "Responses"),
+                    ("embeddings", "Embeddings"),
+                    ("images", "Images"),
+                    ("audio", "Speech and transcription"),
+                    ("realtime", "Realtime voice"),
+                    ("music", "Music"),
+                    ("video", "Video"),
+                    ("vision", "Vision"),
+                    ("uploads", "Uploads"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='usagerecord',
-            name='product',
-            field=models.CharField(choices=[('chat', 'Chat'), ('responses', 'Responses'), ('embeddings', 'Embeddings'), ('images', 'Images'), ('audio', 'Speech and transcription'), ('realtime', 'Realtime voice'), ('music', 'Music'), ('video', 'Video'), ('vision', 'Vision'), ('uploads', 'Uploads')], max_length=16),
+            model_name="usagerecord",
+            name="product",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat"),
+                    ("responses", "Responses"),
+                    ("embeddings", "Embeddings"),
+                    ("images", "Images"),
+                    ("audio", "Speech and transcription"),
+                    ("realtime", "Realtime voice"),
+                    ("music", "Music"),
+                    ("video", "Video"),
+                    ("vision", "Vision"),
+                    ("uploads", "Uploads"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='usagerollup',
-            name='product',
-            field=models.CharField(choices=[('chat', 'Chat'), ('responses', 'Responses'), ('embeddings', 'Embeddings'), ('images', 'Images'), ('audio', 'Speech and transcription'), ('realtime', 'Realtime voice'), ('music', 'Music'), ('video', 'Video'), ('vision', 'Vision'), ('uploads', 'Uploads')], max_length=16),
+            model_name="usagerollup",
+            name="product",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat"),
+                    ("responses", "Responses"),
+                    ("embeddings", "Embeddings"),
+                    ("images", "Images"),
+                    ("audio", "Speech and transcription"),
+                    ("realtime", "Realtime voice"),
+                    ("music", "Music"),
+                    ("video", "Video"),
+                    ("vision", "Vision"),
+                    ("uploads", "Uploads"),
+                ],
+                max_length=16,
+            ),
         ),
     ]
