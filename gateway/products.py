@@ -14,9 +14,10 @@ from gateway import (
     images,
     messages,
     responses,
+    vision,
 )
 
-MODULES = (catalog, chat, responses, embeddings, messages, images, files, extras, account)
+MODULES = (catalog, chat, responses, embeddings, messages, images, vision, files, extras, account)
 
 
 def urlpatterns() -> list[URLPattern]:
