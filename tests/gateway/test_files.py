@@ -194,14 +194,3 @@ def test_purgemedia_deletes_old_files_and_their_bytes(console_url, api_key):
         timeout=30,
     )
     assert response.status_code == 404
-
-
-def test_a_file_path_with_a_newline_is_answered_by_the_api_not_the_console(console_url, api_key):
-    response = httpx.get(
-        f"{console_url}/files/file%0Aname/content",
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 404
-    assert response.headers["content-type"] == "application/json"
-    assert "x-request-id" in response.headers
