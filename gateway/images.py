@@ -23,8 +23,7 @@ from gateway import media, pipeline
 from gateway.errors import ApiError
 from gateway.http import MODEL_CALL_ERRORS, Operation, endpoint, json_body, validate
 from gateway.models import Purpose
-from upstream.errors import UpstreamError
-from upstream.fleet import UpstreamResponse, get_fleet
+from upstream.fleet import UpstreamResponse
 
 GENERATE_PATH = "/v1/images/generate"
 EDIT_PATH = "/v1/images/edit"
@@ -98,12 +97,7 @@ async def _result(call: pipeline.Call, item: object, index: int) -> tuple[bytes,
         except (binascii.Error, ValueError):
             raise _bad_answer(call, f"result {index} holds invalid base64") from None
     if isinstance(url, str) and url.startswith(("http://", "https://")):
-        try:
-            return (await get_fleet().download(url, node=call.node)).content, None
-        except UpstreamError as exc:
-            error = call.failed(exc)
-            call.units = {}  # no image reached the caller
-            raise error from None
+        return await call.download(url), None
     raise _bad_answer(call, f"result {index} has neither b64_json nor url")
 
 

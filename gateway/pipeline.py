@@ -213,6 +213,16 @@ class Call:
         self.first_byte()
         return response
 
+    async def download(self, url: str) -> bytes:
+        """A file the call's node pointed to (a result's link); a failure is the caller's
+        error, and what the call would have delivered is not counted."""
+        try:
+            return (await get_fleet().download(url, node=self.node)).content
+        except UpstreamError as exc:
+            error = self.failed(exc)
+            self.units = {}
+            raise error from None
+
     def open_stream(self, path: str, body: dict) -> UpstreamStream:
         """An upstream SSE stream for this call, not yet opened (see gateway.relay)."""
         return get_fleet().stream(
