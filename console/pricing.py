@@ -12,6 +12,12 @@ TOKENS = 1_000_000  # token prices are per million tokens
 # (product, model, unit, variant, amount in micro-units, per): the defaults a new
 # installation starts with. Staff change them in the Django admin; a change is a new
 # version, so what was charged before keeps its price.
+#
+# A variant may be a path from the general to the particular, e.g. an image's
+# "quality/size" ("high/1536x1024"): a call is charged the price of its whole variant,
+# else of its shorter forms ("high"), else the price with no variant (see `unit_cost`).
+# An image of quality "auto" has no price of its own, so it pays the price with no
+# variant; its larger sizes are priced as "auto/<size>".
 DEFAULT_PRICES: list[tuple[str, str, str, str, int, int]] = [
     (Product.CHAT, "mira", Unit.INPUT_TOKEN, "", 500_000, TOKENS),
     (Product.CHAT, "mira", Unit.OUTPUT_TOKEN, "", 1_500_000, TOKENS),
@@ -30,6 +36,14 @@ DEFAULT_PRICES: list[tuple[str, str, str, str, int, int]] = [
     (Product.IMAGES, "", Unit.IMAGE, "medium", 40_000, 1),
     (Product.IMAGES, "", Unit.IMAGE, "high", 80_000, 1),
     (Product.IMAGES, "", Unit.IMAGE, "", 40_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "low/1024x1536", 15_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "low/1536x1024", 15_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "medium/1024x1536", 60_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "medium/1536x1024", 60_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "high/1024x1536", 120_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "high/1536x1024", 120_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "auto/1024x1536", 60_000, 1),
+    (Product.IMAGES, "", Unit.IMAGE, "auto/1536x1024", 60_000, 1),
     (Product.AUDIO, "", Unit.SPEECH_CHARACTER, "", 15_000_000, TOKENS),
     (Product.AUDIO, "", Unit.TRANSCRIPTION_SECOND, "", 100, 1),
     (Product.REALTIME, "", Unit.REALTIME_MINUTE, "", 60_000, 1),
@@ -72,21 +86,24 @@ def forget_prices() -> None:
     _loaded_at = -1e9
 
 
+def variants(variant: str) -> list[str]:
+    """A variant and its more general forms, most particular first:
+    "high/1536x1024" -> ["high/1536x1024", "high", ""]."""
+    parts = variant.split("/") if variant else []
+    return ["/".join(parts[:length]) for length in range(len(parts), -1, -1)]
+
+
 def unit_cost(product: str, model: str, unit: str, quantity: int, variant: str = "") -> int:
-    """The cost of `quantity` units: the model's own price, else the product's, else nothing."""
+    """The cost of `quantity` units at the price of the most particular form of `variant`
+    that has one (see `variants`), the model's own before the product's; else nothing."""
     if quantity <= 0:
         return 0
     table = _prices()
-    candidates = (
-        (product, model, unit, variant),
-        (product, "", unit, variant),
-        (product, model, unit, ""),
-        (product, "", unit, ""),
-    )
-    for key in candidates:
-        if key in table:
-            amount, per = table[key]
-            return -(-quantity * amount // per)
+    for form in variants(variant):
+        for key in ((product, model, unit, form), (product, "", unit, form)):
+            if key in table:
+                amount, per = table[key]
+                return -(-quantity * amount // per)
     return 0
 
 

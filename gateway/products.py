@@ -4,9 +4,20 @@ Adding a product is one line here."""
 
 from django.urls import URLPattern, path
 
-from gateway import account, catalog, chat, embeddings, extras, files, messages, responses
+from gateway import (
+    account,
+    catalog,
+    chat,
+    embeddings,
+    extras,
+    files,
+    images,
+    messages,
+    responses,
+    vision,
+)
 
-MODULES = (catalog, chat, responses, embeddings, messages, files, extras, account)
+MODULES = (catalog, chat, responses, embeddings, messages, images, vision, files, extras, account)
 
 
 def urlpatterns() -> list[URLPattern]:
