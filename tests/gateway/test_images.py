@@ -12,10 +12,11 @@ from PIL import Image, ImageDraw
 
 from console import ledger
 from console.actions import create_key
-from console.models import EntryKind, Hold, LedgerEntry, UsageRecord
+from console.models import Hold, LedgerEntry, UsageRecord
 from console.pricing import unit_cost
 from gateway.models import StoredFile
 from tests.conftest import settle_books
+from tests.gateway.conftest import charged
 
 
 def _openai(console_url: str, key: str) -> openai.OpenAI:
@@ -40,15 +41,6 @@ def picture(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
-
-
-def charged(request_id: str) -> UsageRecord:
-    """The call's usage record, once booked; its charge in the ledger is its cost."""
-    settle_books()
-    record = UsageRecord.objects.get(request_id=request_id)
-    charges = LedgerEntry.objects.filter(request_id=request_id, kind=EntryKind.CHARGE)
-    assert [entry.amount for entry in charges] == ([-record.cost] if record.cost else [])
-    return record
 
 
 def price(images: int, quality: str, size: str = "1024x1024") -> int:
