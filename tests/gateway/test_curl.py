@@ -64,6 +64,25 @@ def test_the_openapi_document_lists_every_endpoint(console_url, db):
         "/embeddings",
         "/messages",
         "/extras/token-count",
+        "/images/generate",
+        "/images/generations",
+        "/images/edit",
+        "/image",
+        "/vision/locate",
     ):
         assert path in doc["paths"], path
     assert "ChatCompletionRequest" in doc["components"]["schemas"]
+    assert {"ImageRequest", "ImageEditRequest", "ImageList", "LocateRequest", "Location"} <= set(
+        doc["components"]["schemas"]
+    )
+
+
+def test_the_image_shortcut_example(console_url, api_key):
+    body = _curl(
+        f"{console_url}/image", "-H", f"x-api-key: {api_key}",
+        "-H", "Content-Type: application/json",
+        "-d", '{ "prompt": "A futuristic cyberpunk city" }',
+    )  # fmt: skip
+    [image] = body["data"]
+    assert image["file_id"].startswith("file_")
+    assert image["url"].startswith(f"{console_url}/files/{image['file_id']}/content?")
