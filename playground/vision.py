@@ -1,0 +1,141 @@
+"""The Vision page: an image (uploaded, or one the member generated), a target to find in it,
+and the box (or grid cells) the model answers, drawn over the image beside its JSON and cost.
+
+The call is `gateway.vision.locate` as the signed-in member, the same pipeline as
+`/v1/vision/locate`. Every lookup starts from the workspace and the member.
+"""
+
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
+
+from accounts.access import workspace_view
+from gateway import vision
+from gateway.asgi import new_request_id
+from gateway.errors import ApiError
+from playground import code, media, products
+from playground.forms import VisionForm
+from playground.models import ImageRun
+
+TEMPLATE = "playground/vision.html"
+PICKABLE = 12  # of the member's latest generated images
+
+
+def _my_pictures(request: HttpRequest) -> list[media.Picture]:
+    """The member's latest generated images, newest first, to pick from."""
+    file_ids: list[str] = []
+    for run in ImageRun.objects.for_member(request.workspace, request.user)[:PICKABLE]:
+        file_ids += [i for i in run.file_ids if i not in file_ids]
+    found = media.pictures(request, file_ids[:PICKABLE])
+    return [found[i] for i in file_ids[:PICKABLE] if i in found]
+
+
+def _form_context(request: HttpRequest, form: VisionForm, **extra) -> dict:
+    return {"form": form, "pictures": _my_pictures(request), "accept": media.IMAGE_TYPES} | extra
+
+
+@workspace_view("playground.use")
+@require_GET
+def page(request: HttpRequest) -> HttpResponse:
+    form = VisionForm(initial={"mode": "bbox"})
+    context = _form_context(request, form, tabs=products.tabs(request, "playground_vision"))
+    return render(request, TEMPLATE, context)
+
+
+def _form_response(request: HttpRequest, form: VisionForm, **errors: str) -> HttpResponse:
+    status = 200 if errors.get("form_error") else 400
+    response = render(request, TEMPLATE + "#form", _form_context(request, form, **errors), status)
+    return reswap(retarget(response, "#vis-form"), "outerHTML")
+
+
+async def _picture(request: HttpRequest) -> tuple[media.Picture | None, str]:
+    """The image to look in: an upload (kept for the workspace) or one of the member's."""
+    upload = request.FILES.get("upload")
+    if upload is not None:
+        try:
+            return await media.upload(request, upload), ""
+        except ApiError as exc:
+            return None, exc.detail
+    token = request.POST.get("image", "")
+    if not token:
+        return None, "Upload an image or pick one of yours."
+    file_id = media.file_id_of(request, token)
+    found = await sync_to_async(media.pictures)(request, [file_id] if file_id else [])
+    if file_id not in found:
+        return None, "That image is not one of yours any more; pick another."
+    return found[file_id], ""
+
+
+@workspace_view("playground.use")
+@require_POST
+async def locate(request: HttpRequest) -> HttpResponse:
+    form = VisionForm(request.POST)
+    valid = form.is_valid()
+    picture, image_error = await _picture(request) if valid else (None, "")
+    respond = sync_to_async(_form_response)
+    if not valid or picture is None:
+        return await respond(request, form, image_error=image_error)
+    body = {"image": picture.file_id, "target": form.cleaned_data["target"]}
+    body["mode"] = form.cleaned_data["mode"]
+    started = time.monotonic()
+    try:
+        answer, call = await vision.locate(
+            media.caller_of(request), body, request_id=new_request_id(), request=request
+        )
+    except ApiError as exc:
+        return await respond(request, form, form_error=f"{exc.detail} ({exc.status})")
+    duration_ms = int((time.monotonic() - started) * 1000)
+    cost = await call.charged()
+    context = {
+        "picture": picture,
+        "answer": answer,
+        "answer_json": json.dumps(answer, indent=2),
+        "request_json": json.dumps(body),
+        "shapes": shapes(answer),
+        "cost": cost,
+        "duration_ms": duration_ms,
+    }
+    return await sync_to_async(render)(request, TEMPLATE + "#result", context)
+
+
+def _unit(value: float) -> str:
+    return f"{min(1.0, max(0.0, float(value))):.4f}"
+
+
+def shapes(answer: dict) -> dict:
+    """What to draw over the image, in its own units (0..1 both ways): a box, or grid cells
+    with the lines between them."""
+    box = answer.get("bbox")
+    if answer.get("found") and isinstance(box, dict):
+        fields = ("x", "y", "width", "height")
+        return {"box": {name: _unit(box.get(name, 0)) for name in fields}}
+    if "cells" in answer:
+        grid = answer.get("grid") or {}
+        rows, cols = int(grid.get("rows") or 3), int(grid.get("cols") or 3)
+        cells = [
+            {"x": _unit(c / cols), "y": _unit(r / rows), "width": _unit(1 / cols),
+             "height": _unit(1 / rows)}
+            for r, c in answer["cells"]
+        ]  # fmt: skip
+        lines = [_unit(i / rows) for i in range(1, rows)], [_unit(i / cols) for i in range(1, cols)]
+        return {"cells": cells, "row_lines": lines[0], "col_lines": lines[1]}
+    return {}
+
+
+@workspace_view("playground.use")
+@require_POST
+def view_code(request: HttpRequest) -> HttpResponse:
+    """A located request (sent back by its result) as code."""
+    try:
+        body = json.loads(request.POST.get("request", ""))
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return render(request, TEMPLATE + "#code", {"code_error": "The page sent no request."})
+    base_url = request.build_absolute_uri("/v1").rstrip("/")
+    return render(request, TEMPLATE + "#code", {"snippets": code.vision_snippets(body, base_url)})
