@@ -49,7 +49,8 @@ def page(request: HttpRequest) -> HttpResponse:
 
 def _form_response(request: HttpRequest, form: VisionForm, **errors: str) -> HttpResponse:
     status = 200 if errors.get("form_error") else 400
-    response = render(request, TEMPLATE + "#form", _form_context(request, form, **errors), status)
+    context = _form_context(request, form, **errors)
+    response = render(request, TEMPLATE + "#form", context, status=status)
     return reswap(retarget(response, "#vis-form"), "outerHTML")
 
 
