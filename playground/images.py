@@ -171,7 +171,16 @@ def _explain(exc: ApiError) -> str:
 
 
 def _run_response(request: HttpRequest, run: ImageRun) -> HttpResponse:
-    context = {"card": _cards(request, [run])[0], "fresh": True} | _history(request, run)
+    # The form again as it was sent, without the errors of an earlier try.
+    references = _references(request, list(run.request.get("reference_images") or []))
+    context = {
+        "card": _cards(request, [run])[0],
+        "form": ImageForm(initial=_initial(run)),
+        "references": references,
+        "max_references": MAX_REFERENCES,
+        "accept": media.IMAGE_TYPES,
+    }
+    context |= _history(request, run)
     return render(request, TEMPLATE + "#run-and-history", context)
 
 

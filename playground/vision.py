@@ -24,6 +24,7 @@ from playground.models import ImageRun
 
 TEMPLATE = "playground/vision.html"
 PICKABLE = 12  # of the member's latest generated images
+NO_IMAGE = "Upload an image or pick one of yours."
 
 
 def _my_pictures(request: HttpRequest) -> list[media.Picture]:
@@ -35,8 +36,15 @@ def _my_pictures(request: HttpRequest) -> list[media.Picture]:
     return [found[i] for i in file_ids[:PICKABLE] if i in found]
 
 
-def _form_context(request: HttpRequest, form: VisionForm, **extra) -> dict:
-    return {"form": form, "pictures": _my_pictures(request), "accept": media.IMAGE_TYPES} | extra
+def _form_context(
+    request: HttpRequest, form: VisionForm, chosen: media.Picture | None = None, **extra
+) -> dict:
+    """The form's context; `chosen` is the image just looked in, offered (and picked) first."""
+    pictures = _my_pictures(request)
+    if chosen is not None:
+        pictures = [chosen] + [p for p in pictures if p.file_id != chosen.file_id]
+    context = {"form": form, "pictures": pictures, "chosen": chosen, "accept": media.IMAGE_TYPES}
+    return context | extra
 
 
 @workspace_view("playground.use")
@@ -64,7 +72,7 @@ async def _picture(request: HttpRequest) -> tuple[media.Picture | None, str]:
             return None, exc.detail
     token = request.POST.get("image", "")
     if not token:
-        return None, "Upload an image or pick one of yours."
+        return None, NO_IMAGE
     file_id = media.file_id_of(request, token)
     found = await sync_to_async(media.pictures)(request, [file_id] if file_id else [])
     if file_id not in found:
@@ -76,10 +84,12 @@ async def _picture(request: HttpRequest) -> tuple[media.Picture | None, str]:
 @require_POST
 async def locate(request: HttpRequest) -> HttpResponse:
     form = VisionForm(request.POST)
-    valid = form.is_valid()
-    picture, image_error = await _picture(request) if valid else (None, "")
     respond = sync_to_async(_form_response)
-    if not valid or picture is None:
+    if not form.is_valid():
+        missing = "upload" not in request.FILES and not request.POST.get("image")
+        return await respond(request, form, image_error=NO_IMAGE if missing else "")
+    picture, image_error = await _picture(request)
+    if picture is None:
         return await respond(request, form, image_error=image_error)
     body = {"image": picture.file_id, "target": form.cleaned_data["target"]}
     body["mode"] = form.cleaned_data["mode"]
@@ -101,7 +111,10 @@ async def locate(request: HttpRequest) -> HttpResponse:
         "cost": cost,
         "duration_ms": duration_ms,
     }
-    return await sync_to_async(render)(request, TEMPLATE + "#result", context)
+    # The form again without the errors of an earlier try, the image just used picked.
+    form = VisionForm(initial=form.cleaned_data)
+    context |= await sync_to_async(_form_context)(request, form, picture)
+    return await sync_to_async(render)(request, TEMPLATE + "#result-and-form", context)
 
 
 def _unit(value: float) -> str:
