@@ -6,10 +6,11 @@ The call is `gateway.vision.locate` as the signed-in member, the same pipeline a
 """
 
 import json
+import re
 import time
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
@@ -50,9 +51,16 @@ def _form_context(
 @workspace_view("playground.use")
 @require_GET
 def page(request: HttpRequest) -> HttpResponse:
+    """The form; `?image=` (a reference from the Images page) comes picked."""
+    chosen = None
+    if "image" in request.GET:
+        file_id = media.file_id_of(request, request.GET["image"]) or ""
+        chosen = media.pictures(request, [file_id]).get(file_id)
+        if chosen is None:
+            raise Http404("No such image.")
     form = VisionForm(initial={"mode": "bbox"})
-    context = _form_context(request, form, tabs=products.tabs(request, "playground_vision"))
-    return render(request, TEMPLATE, context)
+    tabs = products.tabs(request, "playground_vision")
+    return render(request, TEMPLATE, _form_context(request, form, chosen, tabs=tabs))
 
 
 def _form_response(request: HttpRequest, form: VisionForm, **errors: str) -> HttpResponse:
@@ -105,7 +113,7 @@ async def locate(request: HttpRequest) -> HttpResponse:
     context = {
         "picture": picture,
         "answer": answer,
-        "answer_json": json.dumps(answer, indent=2),
+        "answer_json": readable_json(answer),
         "request_json": json.dumps(body),
         "shapes": shapes(answer),
         "cost": cost,
@@ -115,6 +123,16 @@ async def locate(request: HttpRequest) -> HttpResponse:
     form = VisionForm(initial=form.cleaned_data)
     context |= await sync_to_async(_form_context)(request, form, picture)
     return await sync_to_async(render)(request, TEMPLATE + "#result-and-form", context)
+
+
+def readable_json(answer: dict) -> str:
+    """The answer, indented, with short lists of numbers (grid cells) kept on one line."""
+    text = json.dumps(answer, indent=2)
+    return re.sub(
+        r"\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]",
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        text,
+    )
 
 
 def _unit(value: float) -> str:

@@ -172,3 +172,14 @@ def test_the_request_shows_as_code(alice_client, upstream_fleet):
     assert '"target": "red square"' in text and "client.post(" in text
     bad = alice_client.post(CODE, {"request": "nonsense"}, **HTMX).content.decode()
     assert "The page sent no request." in bad
+
+
+def test_an_image_from_the_images_page_comes_picked(alice_client, bob_client, upstream_fleet):
+    images = "/w/acme/playground/images/generate/"
+    data = {"prompt": "A kite", "size": "1024x1024", "quality": "low", "n": 1}
+    made = alice_client.post(images, data, **HTMX).content.decode()
+    link = html.unescape(re.search(r'href="(/w/acme/playground/vision/\?image=[^"]+)"', made)[1])
+    page = alice_client.get(link).content.decode()
+    assert re.search(r'name="image" value="[^"]+" class="sr-only" checked>', page)
+    assert bob_client.get(link).status_code == 404
+    assert alice_client.get(PAGE + "?image=forged").status_code == 404
