@@ -4,8 +4,9 @@ It starts two processes on free loopback ports: the Mira simulator (uvicorn, no 
 delay) and the console (`config.asgi:application` under uvicorn with uvloop and
 httptools, `BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database with
 a demo workspace and key. Then, for non-streamed and streamed
-`POST /v1/chat/completions` at each concurrency, it makes the same calls directly to
-the simulator and through the gateway, and prints the latency percentiles, the added
+`POST /v1/chat/completions` at each concurrency, and for a few image generations
+(`POST /v1/images/generate`), it makes the same calls directly to the simulator and
+through the gateway, and prints the latency percentiles, the added
 latency and the ratios, the throughput and the CPU cost per call of each process.
 Both servers are stopped and the database removed at the end, on errors and on
 Ctrl-C too. See `bench/README.md`.
@@ -49,8 +50,13 @@ from bench.servers import (
 from bench.simulator import KEY_VARIABLE
 
 PATH = "/v1/chat/completions"
-MODES = ("chat", "stream")
+IMAGE_PATH = "/v1/images/generate"
+MODES = ("chat", "stream", "image")
 PROMPT = "Say hello to the benchmark in a few words."
+IMAGE_PROMPT = "A lighthouse at dusk"
+# The simulator draws and encodes each picture (tens of milliseconds of CPU), so image
+# calls run at these concurrencies only, and fewer of them (--image-requests).
+IMAGE_CONCURRENCY = (1, 4)
 
 
 # --- options ------------------------------------------------------------------------
@@ -90,12 +96,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=_int_list, default=[1, 16, 64], help="default 1,16,64"
     )
-    parser.add_argument("--modes", type=_modes, default=list(MODES), help="chat,stream")
+    parser.add_argument("--modes", type=_modes, default=list(MODES), help="chat,stream,image")
     parser.add_argument(
         "--requests-c1", type=int, default=1000, help="timed calls at concurrency 1"
     )
     parser.add_argument(
         "--requests", type=int, default=3000, help="timed calls at higher concurrency"
+    )
+    parser.add_argument(
+        "--image-requests",
+        type=int,
+        default=100,
+        help="timed image calls at each concurrency of 1 and 4 that is asked for",
     )
     parser.add_argument(
         "--warmup", type=int, default=100, help="untimed calls first (at least 3 per client)"
@@ -129,7 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = _default_workers()
-    if min(args.workers, args.requests, args.requests_c1, args.rounds) < 1 or args.settle < 0:
+    counts = (args.workers, args.requests, args.requests_c1, args.image_requests, args.rounds)
+    if min(counts) < 1 or args.settle < 0:
         parser.error("workers, rounds and request counts must be at least 1, --settle not negative")
     return args
 
@@ -163,6 +176,8 @@ def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[
             "DEBUG": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            # The images the gateway keeps go with the rest of the throwaway files.
+            "MEDIA_ROOT": str(workdir / "media"),
             "GATEWAY_JOURNAL_DIR": str(workdir / "journal"),
             "LOG_LEVEL": "WARNING",
             "MIRA_API_BASE": f"http://{HOST}:{simulator_port}/v1",
@@ -277,7 +292,13 @@ def servers(workers: int, chunk_delay_ms: float) -> Iterator[Setup]:
 
 def request_body(mode: str, max_tokens: int) -> bytes:
     """The same small chat call for both targets; streams ask for the usage chunk, as the
-    gateway always does upstream, so that the simulator does the same work either way."""
+    gateway always does upstream, so that the simulator does the same work either way.
+    An image call asks for one low-quality square picture as base64, as the gateway
+    asks the upstream before it keeps the picture."""
+    if mode == "image":
+        image = {"prompt": IMAGE_PROMPT, "size": "1024x1024", "quality": "low",
+                 "response_format": "b64_json"}  # fmt: skip
+        return json.dumps(image, separators=(",", ":")).encode()
     body: dict[str, object] = {
         "model": "mira",
         "messages": [{"role": "user", "content": PROMPT}],
@@ -296,21 +317,34 @@ def _complete_stream(answer: Answer) -> bool:
     return answer.body.endswith(b"data: [DONE]\n\n")
 
 
+def _complete_image(answer: Answer) -> bool:
+    return answer.body.startswith(b"{") and b'"b64_json"' in answer.body
+
+
 def target(name: str, port: int, key: str, mode: str, max_tokens: int) -> Target:
-    """A prepared chat call to a server on this machine."""
+    """A prepared chat (or image) call to a server on this machine."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     if mode == "stream":
         headers["Accept"] = "text/event-stream"
-    raw = build_request(HOST, port, PATH, request_body(mode, max_tokens), headers)
+    path = IMAGE_PATH if mode == "image" else PATH
+    raw = build_request(HOST, port, path, request_body(mode, max_tokens), headers)
     stream = mode == "stream"
+    checks = {"chat": _complete_json, "stream": _complete_stream, "image": _complete_image}
     return Target(
         name=name,
         host=HOST,
         port=port,
         raw_request=raw,
         keep_body=not stream,
-        check=_complete_stream if stream else _complete_json,
+        check=checks[mode],
     )
+
+
+def concurrencies(mode: str, asked: list[int]) -> list[int]:
+    """The concurrencies a mode runs at: image calls only at the low ones asked for."""
+    if mode != "image":
+        return asked
+    return [c for c in asked if c in IMAGE_CONCURRENCY] or [1]
 
 
 # --- measuring ------------------------------------------------------------------------
@@ -371,12 +405,15 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
             "gateway": target("gateway", *gateway, mode, args.max_tokens),
         }
         await check_targets(targets)
-        for concurrency in args.concurrency:
+        for concurrency in concurrencies(mode, args.concurrency):
             requests = args.requests_c1 if concurrency == 1 else args.requests
+            warmup = args.warmup
+            if mode == "image":
+                requests, warmup = args.image_requests, min(warmup, 10)
             plan = Plan(
                 concurrency=concurrency,
                 requests=requests,
-                warmup=max(args.warmup, 3 * concurrency),
+                warmup=max(warmup, 3 * concurrency),
                 max_seconds=args.max_seconds,
             )
             for name, load, cpu in await _in_turns(setup, targets, plan, args.rounds, args.settle):
@@ -450,6 +487,9 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         f"chunk delay {args.chunk_delay_ms:g} ms",
         "load: one process, uvloop, raw HTTP/1.1 keep-alive client on httptools, "
         "one connection per concurrent caller, closed loop",
+        f"images: POST {IMAGE_PATH}, one 1024x1024 picture of low quality as base64, "
+        f"{args.image_requests} timed at each of c={'/'.join(map(str, IMAGE_CONCURRENCY))} "
+        "asked for (c=1 otherwise)",
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
         f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "

@@ -11,7 +11,7 @@ from bench.load import Samples, Summary
 
 @dataclass
 class Run:
-    """One timed run: a mode ("chat" or "stream") at a concurrency, direct or through the
+    """One timed run: a mode ("chat", "stream" or "image") at a concurrency, direct or through the
     gateway, with what it measured and the CPU seconds each process spent meanwhile."""
 
     mode: str
@@ -89,6 +89,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
 _SERIES = {
     "chat": [("chat, complete", "total")],
     "stream": [("stream, last byte", "total"), ("stream, first chunk", "first")],
+    "image": [("image, complete", "total")],
 }
 
 

@@ -114,6 +114,6 @@ OPERATIONS = [
         "/v1/files/{file_id}/content", "get",
         "A stored file, by its signed link or with a key of its workspace",
         (*ACCOUNT_ERRORS, 404), {"type": "string", "format": "binary"},
-        view=content, name="file_content",
+        produces=("image/*", "audio/*", "video/*"), view=content, name="file_content",
     ),
 ]  # fmt: skip

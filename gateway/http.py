@@ -50,6 +50,7 @@ class Operation:
     view: Callable | None = None
     name: str = ""
     content_type: str = "application/json"  # of the request body
+    produces: tuple[str, ...] = ("application/json",)  # media types of the success body
 
 
 def query_param(name: str, schema: dict, description: str) -> dict:

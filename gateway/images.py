@@ -10,6 +10,7 @@ fetches anything for a caller. Every result is copied into the console's storage
 handed out as the console's own signed link (or as base64 when asked), with its file id.
 """
 
+import asyncio
 import base64
 import binascii
 import time
@@ -82,21 +83,23 @@ async def _inputs(caller: pipeline.Caller, spec: ImageRequest) -> dict:
     return found
 
 
-async def _result_bytes(call: pipeline.Call, item: object, index: int) -> bytes:
-    """The bytes of one result image, from base64, a data: URI or the node's link."""
+async def _result(call: pipeline.Call, item: object, index: int) -> tuple[bytes, str | None]:
+    """One result image: its bytes, and its base64 text when the node sent that (from
+    `b64_json` or a data: URI; else the bytes come from the node's link)."""
     if not isinstance(item, dict):
         raise _bad_answer(call, f"result {index} is not an object")
     url = item.get("url")
-    try:
-        if isinstance(item.get("b64_json"), str):
-            return base64.b64decode(item["b64_json"], validate=True)
-        if isinstance(url, str) and url.startswith("data:"):
-            return base64.b64decode(url.partition(",")[2], validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad_answer(call, f"result {index} holds invalid base64") from None
+    text = item.get("b64_json")
+    if not isinstance(text, str) and isinstance(url, str) and url.startswith("data:"):
+        text = url.partition(",")[2]
+    if isinstance(text, str):
+        try:
+            return base64.b64decode(text, validate=True), text
+        except (binascii.Error, ValueError):
+            raise _bad_answer(call, f"result {index} holds invalid base64") from None
     if isinstance(url, str) and url.startswith(("http://", "https://")):
         try:
-            return (await get_fleet().download(url, node=call.node)).content
+            return (await get_fleet().download(url, node=call.node)).content, None
         except UpstreamError as exc:
             error = call.failed(exc)
             call.units = {}  # no image reached the caller
@@ -121,19 +124,28 @@ async def _keep_results(
     items = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(items, list) or not items:
         raise _bad_answer(call, "no images")
-    data = []
-    for index, item in enumerate(items[: spec.n]):
-        content = await _result_bytes(call, item, index)
-        content_type = media.sniff(content)
-        if content_type not in media.IMAGE_TYPES:
+    results = [await _result(call, item, index) for index, item in enumerate(items[: spec.n])]
+    kinds = [media.sniff(content) for content, _ in results]
+    for index, kind in enumerate(kinds):
+        if kind not in media.IMAGE_TYPES:
             raise _bad_answer(call, f"result {index} is not a PNG, JPEG, GIF or WebP image")
-        file = await media.keep(
-            workspace_id=call.caller.workspace_id, data=content, content_type=content_type,
-            purpose=Purpose.IMAGE, request_id=call.request_id,
-        )  # fmt: skip
+    files = await asyncio.gather(
+        *(
+            media.keep(
+                workspace_id=call.caller.workspace_id,
+                data=content,
+                content_type=kind,
+                purpose=Purpose.IMAGE,
+                request_id=call.request_id,
+            )
+            for (content, _), kind in zip(results, kinds, strict=True)
+        )
+    )
+    data = []
+    for item, (content, text), file in zip(items, results, files, strict=False):
         kept: dict = {"file_id": file.id}
         if spec.response_format == "b64_json":
-            kept["b64_json"] = base64.b64encode(content).decode()
+            kept["b64_json"] = text or base64.b64encode(content).decode()
         else:
             kept["url"] = media.signed_url(file, base)
         if isinstance(item.get("revised_prompt"), str):

@@ -77,7 +77,7 @@ def _json(schema: str | dict) -> dict:
 def _responses(operation: Operation) -> dict:
     success: dict = {"description": "Success", "headers": _REQUEST_ID}
     if operation.success is not None:
-        content = {"application/json": {"schema": _json(operation.success)}}
+        content = {kind: {"schema": _json(operation.success)} for kind in operation.produces}
         if operation.streams:
             content["text/event-stream"] = {"schema": _SSE_EVENT}
         success["content"] = content

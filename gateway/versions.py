@@ -9,12 +9,14 @@ from django.conf import settings
 
 from gateway.errors import ApiError
 
-_VERSIONED = re.compile(r"^/(v[0-9]+)(/.*)?$")
+# A path may hold any character once decoded (a newline too, from %0A).
+_VERSIONED = re.compile(r"^/(v[0-9]+)(/.*)?\Z", re.DOTALL)
 # First path segments that are API endpoints called without a version.
 _UNVERSIONED = frozenset(
     {
         "chat", "responses", "models", "embeddings", "images", "audio", "realtime", "music",
         "video", "vision", "messages", "extras", "api-keys", "billing", "usage", "openapi.json",
+        "image", "upload", "files",
     }
 )  # fmt: skip
 

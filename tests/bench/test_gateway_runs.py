@@ -29,7 +29,7 @@ def simulator_setup(tmp_path):
             server.stop()
 
 
-@pytest.mark.parametrize("mode", ["chat", "stream"])
+@pytest.mark.parametrize("mode", ["chat", "stream", "image"])
 async def test_both_sides_make_every_call_in_rounds_and_count_their_cpu(simulator_setup, mode):
     setup = simulator_setup
     targets = {

@@ -68,4 +68,4 @@ def test_the_api_answers_as_its_openapi_document_says_and_never_with_a_5xx(
         timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "13 selected / 13 total" in run.stdout
+    assert "20 selected / 20 total" in run.stdout

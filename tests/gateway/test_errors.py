@@ -143,6 +143,20 @@ def test_an_unknown_endpoint_is_404(api):
     assert "No endpoint at /v1/nothing/here" in _detail(response)
 
 
+def test_a_path_with_an_encoded_newline_is_the_apis_json_404(api):
+    response = api.get("/nothing%0Ahere")
+    assert response.status_code == 404
+    assert "No endpoint at /v1/nothing\nhere" in _detail(response)
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("path", ["/image", "/upload", "/files/file_1/content"])
+def test_the_media_paths_without_a_version_say_a_version_is_required(asgi_server, path):
+    response = httpx.post(f"{asgi_server.url}{path}", json={"prompt": "A cat"})
+    assert response.status_code == 404
+    assert f"/v1{path}" in _detail(response)
+
+
 def test_no_version_is_404_saying_a_version_is_required(asgi_server, api_key):
     response = httpx.post(
         f"{asgi_server.url}/chat/completions", json=CHAT, headers={"x-api-key": api_key}

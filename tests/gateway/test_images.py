@@ -14,6 +14,8 @@ from console import ledger
 from console.actions import create_key
 from console.models import Hold, LedgerEntry, UsageRecord
 from console.pricing import unit_cost
+from gateway import images, pipeline
+from gateway.asgi import new_request_id
 from gateway.models import StoredFile
 from tests.conftest import settle_books
 from tests.gateway.conftest import charged
@@ -257,3 +259,20 @@ def test_an_edit_without_an_image_names_the_field(console_url, api_key):
     response = _post(console_url, api_key, "/images/edit", {"prompt": "Make it night"})
     assert response.status_code == 400
     assert response.json()["detail"] == "The 'image' field is required."
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_member_generates_through_the_function_the_playground_calls(
+    alice, acme, upstream_fleet
+):
+    caller = pipeline.as_member(workspace_id=acme.pk, user_id=alice.pk)
+    answer, call = await images.generate(
+        caller, {"prompt": "A quiet harbour", "quality": "high"}, request_id=new_request_id()
+    )
+    assert await call.charged() == price(1, "high") == 80_000
+    [item] = answer["data"]
+    # Without a request there is no host to name: the link is the console's own path.
+    assert item["url"].startswith(f"/v1/files/{item['file_id']}/content?expires=")
+    record = await UsageRecord.objects.aget(request_id=call.request_id)
+    assert record.source == "playground" and record.user_id == alice.pk
+    assert record.api_key_id is None and record.product == "images"
