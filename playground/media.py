@@ -9,6 +9,7 @@ ones each time they show a file.
 import base64
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
@@ -64,6 +65,10 @@ def pictures(request: HttpRequest, file_ids: list[str]) -> dict[str, Picture]:
 
 async def upload(request: HttpRequest, upload: UploadedFile) -> Picture:
     """Keep an uploaded picture for the workspace (a free call, booked like every other)."""
+    cap = settings.MEDIA_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > cap:
+        # Refused before it is read into memory; the gateway would refuse it too.
+        raise ApiError(413, f"{upload.name}: too large, the limit is {cap / (1024 * 1024):g} MiB.")
     data = base64.b64encode(upload.read()).decode()
     body = {"data": data, "mime_type": upload.content_type or "application/octet-stream"}
     try:

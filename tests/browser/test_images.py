@@ -92,6 +92,7 @@ def test_a_run_reopens_from_the_history(alice, new_page, upstream_fleet):
     page.get_by_role("button", name="History").click()
     history = page.locator("#img-history")
     expect(history.get_by_role("link")).to_have_count(2)
+    screenshot(page, "images-history-light")
     history.get_by_role("link", name="A lighthouse at dusk").click()
     page.wait_for_url(f"**{PAGE}?run={older.pk}")
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("A lighthouse at dusk")

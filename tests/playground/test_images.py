@@ -294,3 +294,12 @@ def test_the_images_are_the_workspaces_files(alice_client, run):
     assert len(files) == 2
     assert {(f.workspace.slug, f.content_type) for f in files} == {("acme", "image/png")}
     assert all(f.size > 1000 for f in files)
+
+
+def test_a_picture_over_the_upload_limit_is_refused_before_it_is_read(
+    alice_client, upstream_fleet, settings
+):
+    settings.MEDIA_MAX_UPLOAD_BYTES = 100
+    page = alice_client.post(REFERENCE, {"upload": png(200, 200)}, **HTMX).content.decode()
+    assert not references(page)
+    assert "sketch.png: too large, the limit is" in page
