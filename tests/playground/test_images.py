@@ -75,6 +75,8 @@ def test_the_page_links_every_product_of_the_playground(alice_client, upstream_f
         "/w/acme/playground/vision/",
     ]
     assert re.search(r'aria-current="page"[^<]*<svg[^>]*>.*?</svg> Images', tabs, re.S)
+    sidebar = re.search(r'<nav class="nav">.*?</nav>', page, re.S).group(0)
+    assert re.search(r'href="/w/acme/playground/" aria-current="page"', sidebar)
     assert 'name="prompt"' in page and 'name="upload"' in page
     assert "Make an image" in page
 
