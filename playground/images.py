@@ -20,7 +20,7 @@ from gateway.asgi import new_request_id
 from gateway.errors import ApiError
 from playground import code, media, products
 from playground.forms import MAX_REFERENCES, ImageForm
-from playground.models import ImageRun
+from playground.models import ERROR_TITLES, ImageRun
 
 TEMPLATE = "playground/images.html"
 HISTORY_LENGTH = 40
@@ -70,21 +70,28 @@ def _references(request: HttpRequest, file_ids: list[str]) -> list[media.Picture
     return [found[i] for i in file_ids if i in found]
 
 
+def _form_context(request: HttpRequest, form: ImageForm, file_ids: list[str], **extra) -> dict:
+    """The form's context: its fields and the chips of its reference pictures."""
+    return {
+        "form": form,
+        "references": _references(request, file_ids),
+        "max_references": MAX_REFERENCES,
+        "accept": media.IMAGE_TYPES,
+    } | extra
+
+
 def _page_context(request: HttpRequest, form: ImageForm, current: ImageRun | None) -> dict:
     if current is not None:
         runs = [current]
-        references = _references(request, list(current.request.get("reference_images") or []))
     else:
         runs = list(ImageRun.objects.for_member(request.workspace, request.user)[:RECENT_RUNS])
-        references = []
-    return {
-        "form": form,
-        "references": references,
-        "max_references": MAX_REFERENCES,
-        "accept": media.IMAGE_TYPES,
-        "cards": _cards(request, runs),
-        "tabs": products.tabs(request, "playground_images"),
-    } | _history(request, current)
+    context = _form_context(request, form, _run_references(current))
+    context |= {"cards": _cards(request, runs), "tabs": products.tabs(request, "playground_images")}
+    return context | _history(request, current)
+
+
+def _run_references(run: ImageRun | None) -> list[str]:
+    return list(run.request.get("reference_images") or []) if run else []
 
 
 def _initial(run: ImageRun | None) -> dict:
@@ -120,13 +127,7 @@ def _form_response(
     request: HttpRequest, form: ImageForm, file_ids: list[str], *, error: str, status: int
 ) -> HttpResponse:
     """The form again, with what went wrong beside it, in place of the one sent."""
-    context = {
-        "form": form,
-        "references": _references(request, file_ids),
-        "max_references": MAX_REFERENCES,
-        "accept": media.IMAGE_TYPES,
-        "form_error": error,
-    }
+    context = _form_context(request, form, file_ids, form_error=error)
     response = render(request, TEMPLATE + "#form", context, status=status)
     return reswap(retarget(response, "#img-form"), "outerHTML")
 
@@ -167,19 +168,14 @@ async def generate(request: HttpRequest) -> HttpResponse:
 
 
 def _explain(exc: ApiError) -> str:
-    return f"{exc.detail} ({exc.status})"
+    title = ERROR_TITLES.get(exc.status, "The call failed")
+    return f"{title} ({exc.status}): {exc.detail}"
 
 
 def _run_response(request: HttpRequest, run: ImageRun) -> HttpResponse:
     # The form again as it was sent, without the errors of an earlier try.
-    references = _references(request, list(run.request.get("reference_images") or []))
-    context = {
-        "card": _cards(request, [run])[0],
-        "form": ImageForm(initial=_initial(run)),
-        "references": references,
-        "max_references": MAX_REFERENCES,
-        "accept": media.IMAGE_TYPES,
-    }
+    form = ImageForm(initial=_initial(run))
+    context = _form_context(request, form, _run_references(run), card=_cards(request, [run])[0])
     context |= _history(request, run)
     return render(request, TEMPLATE + "#run-and-history", context)
 

@@ -21,7 +21,7 @@ from gateway.asgi import new_request_id
 from gateway.errors import ApiError
 from playground import code, media, products
 from playground.forms import VisionForm
-from playground.models import ImageRun
+from playground.models import ERROR_TITLES, ImageRun
 
 TEMPLATE = "playground/vision.html"
 PICKABLE = 12  # of the member's latest generated images
@@ -107,7 +107,8 @@ async def locate(request: HttpRequest) -> HttpResponse:
             media.caller_of(request), body, request_id=new_request_id(), request=request
         )
     except ApiError as exc:
-        return await respond(request, form, form_error=f"{exc.detail} ({exc.status})")
+        title = ERROR_TITLES.get(exc.status, "The call failed")
+        return await respond(request, form, form_error=f"{title} ({exc.status}): {exc.detail}")
     duration_ms = int((time.monotonic() - started) * 1000)
     cost = await call.charged()
     context = {

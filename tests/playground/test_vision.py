@@ -183,3 +183,17 @@ def test_an_image_from_the_images_page_comes_picked(alice_client, bob_client, up
     assert re.search(r'name="image" value="[^"]+" class="sr-only" checked>', page)
     assert bob_client.get(link).status_code == 404
     assert alice_client.get(PAGE + "?image=forged").status_code == 404
+
+
+def test_an_upstream_failure_is_shown_beside_the_form(alice_client, start_simulator, make_fleet):
+    from upstream.fleet import set_fleet
+
+    previous = set_fleet(make_fleet(start_simulator(fail_status=503), names=["failing"]))
+    try:
+        response = locate(alice_client, upload=red_square())
+    finally:
+        set_fleet(previous)
+    assert response.status_code == 200 and response["HX-Retarget"] == "#vis-form"
+    page = response.content.decode()
+    assert re.search(r'id="vis-form-error">.*The upstream is unavailable \(503\)', page, re.S)
+    assert 'value="red square"' in page
