@@ -46,6 +46,11 @@ workspace_patterns = [
         name="playground_images_reference",
     ),
     path("playground/images/code/", playground_images.view_code, name="playground_images_code"),
+    path(
+        "playground/images/runs/<int:pk>/delete/",
+        playground_images.delete,
+        name="playground_images_delete",
+    ),
     path("playground/vision/", playground_vision.page, name="playground_vision"),
     path("playground/vision/locate/", playground_vision.locate, name="playground_vision_locate"),
     path("playground/vision/code/", playground_vision.view_code, name="playground_vision_code"),

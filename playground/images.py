@@ -11,8 +11,9 @@ import time
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from accounts.access import workspace_view
 from gateway import images
@@ -107,6 +108,20 @@ def page(request: HttpRequest) -> HttpResponse:
     current = _get_run_for_member(request, request.GET["run"]) if "run" in request.GET else None
     form = ImageForm(initial=_initial(current))
     return render(request, TEMPLATE, _page_context(request, form, current))
+
+
+@workspace_view("playground.use")
+@require_POST
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forget one of the member's runs (its pictures stay the workspace's files until purged)."""
+    run = _get_run_for_member(request, pk)
+    was_open = request.POST.get("open") == str(run.pk)
+    run.delete()
+    if was_open:
+        return HttpResponseClientRedirect(
+            reverse("playground_images", args=[request.workspace.slug])
+        )
+    return render(request, TEMPLATE + "#history", _history(request))
 
 
 def _referenced(request: HttpRequest) -> tuple[list[str], str]:

@@ -66,3 +66,13 @@ document.addEventListener("click", (event) => {
     });
   }
 });
+
+// Ctrl or Cmd+Enter in the prompt generates, as it sends in chat.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  const form = event.target.closest?.("#img-form");
+  if (form) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});

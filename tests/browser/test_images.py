@@ -109,6 +109,19 @@ def test_a_run_reopens_from_the_history(alice, new_page, upstream_fleet):
     dialog.locator("summary", has_text="Python").click()
     expect(dialog.locator("#code-python")).to_contain_text("client.images.generate(")
     screenshot(page, "images-code-light")
+    page.locator("#img-code-pop").get_by_role("button", name="Close").click()
+
+    # The other run is deleted from the history; Ctrl+Enter makes a new one.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="History").click()
+    history.get_by_role("button", name="Delete the run “A harbour at dawn”").click()
+    expect(history.get_by_role("link")).to_have_count(1)
+    assert ImageRun.objects.count() == 1
+    page.keyboard.press("Escape")
+    page.get_by_label("Prompt", exact=True).fill("A lighthouse at night")
+    page.get_by_label("Prompt", exact=True).press("Control+Enter")
+    expect(page.locator(".media-run")).to_have_count(2)
+    assert ImageRun.objects.first().request["prompt"] == "A lighthouse at night"
     assert page.errors == []
 
 
