@@ -40,7 +40,8 @@ def console(request: HttpRequest) -> dict:
                 "label": label,
                 "icon": icon,
                 "ready": ready,
-                "current": name == current,
+                # A page under a section (the playground's products) keeps the section lit.
+                "current": name == current or current.startswith(name + "_"),
             }
             for name, label, icon, permission, ready in NAVIGATION
             if membership.can(permission)

@@ -6,7 +6,9 @@ from accounts import views as accounts_views
 from console import billing_views, dashboards
 from console import views as console_views
 from gateway import fleet_page
+from playground import images as playground_images
 from playground import views as playground_views
+from playground import vision as playground_vision
 
 # The admin signs in through allauth like every page, so that two-factor codes and the
 # failed sign-in throttle apply; its own password form would pass both.
@@ -32,6 +34,26 @@ workspace_patterns = [
         playground_views.image,
         name="playground_image",
     ),
+    path("playground/images/", playground_images.page, name="playground_images"),
+    path(
+        "playground/images/generate/",
+        playground_images.generate,
+        name="playground_images_generate",
+    ),
+    path(
+        "playground/images/reference/",
+        playground_images.reference,
+        name="playground_images_reference",
+    ),
+    path("playground/images/code/", playground_images.view_code, name="playground_images_code"),
+    path(
+        "playground/images/runs/<int:pk>/delete/",
+        playground_images.delete,
+        name="playground_images_delete",
+    ),
+    path("playground/vision/", playground_vision.page, name="playground_vision"),
+    path("playground/vision/locate/", playground_vision.locate, name="playground_vision_locate"),
+    path("playground/vision/code/", playground_vision.view_code, name="playground_vision_code"),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

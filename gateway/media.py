@@ -13,6 +13,7 @@ each into the data: URI sent upstream, so the upstream never fetches anything.
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import io
 import re
@@ -49,7 +50,13 @@ _INLINE = ("image/", "audio/", "video/")
 _DATA_URI = re.compile(r"^data:([a-z]+/[a-z0-9+.-]+)?(;[^,]*)?,", re.IGNORECASE)
 _FILE_LINK = re.compile(r"^(?:https?://[^/]+)?/v1/files/(file_[0-9a-f]{24})/content(?:\?.*)?$")
 _FILE_ID = re.compile(r"^file_[0-9a-f]{24}$")
-_signer = Signer(salt="gateway.media")
+
+
+@functools.cache
+def _signer() -> Signer:
+    # Built on first use, not on import: a Signer reads SECRET_KEY, and the console's URLs
+    # import this module before the checks that explain a missing secret can run.
+    return Signer(salt="gateway.media")
 
 
 def sniff(data: bytes) -> str | None:
@@ -145,7 +152,7 @@ async def keep(
 def signed_path(file: StoredFile, *, seconds: int | None = None) -> str:
     """The file's link, working without a key until it expires."""
     expires = int(time.time()) + (seconds or settings.MEDIA_LINK_SECONDS)
-    signature = _signer.signature(f"{file.id}:{expires}")
+    signature = _signer().signature(f"{file.id}:{expires}")
     return f"/v1/files/{file.id}/content?expires={expires}&signature={signature}"
 
 
@@ -159,7 +166,7 @@ def base_url(request: HttpRequest | None) -> str:
 
 
 def _valid_signature(file_id: str, expires: str, signature: str) -> bool:
-    expected = _signer.signature(f"{file_id}:{expires}")
+    expected = _signer().signature(f"{file_id}:{expires}")
     return hmac.compare_digest(expected.encode(), signature.encode())
 
 

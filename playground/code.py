@@ -1,4 +1,4 @@
-"""The playground's request as code: curl, Python and JavaScript against the console's /v1 API.
+"""The playground's requests as code: curl, Python and JavaScript against the console's /v1 API.
 
 The snippets carry a placeholder for the key (`$MIRA_API_KEY`, read from the
 environment in Python and JavaScript), never a secret.
@@ -67,10 +67,10 @@ def _python(value: Any, indent: int = 0) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def curl(body: dict, base_url: str) -> str:
+def curl(body: dict, base_url: str, path: str = "/chat/completions") -> str:
     data = json.dumps(body, indent=2, ensure_ascii=False)
     return (
-        f"curl {base_url}/chat/completions \\\n"
+        f"curl {base_url}{path} \\\n"
         '  -H "Content-Type: application/json" \\\n'
         '  -H "Authorization: Bearer $MIRA_API_KEY" \\\n'
         f"  -d {shlex.quote(data)}"
@@ -111,4 +111,72 @@ def snippets(body: dict, base_url: str) -> list[Snippet]:
         Snippet("curl", "curl", "bash", curl(body, base_url)),
         Snippet("python", "Python", "python", python(body, base_url)),
         Snippet("javascript", "JavaScript", "javascript", javascript(body, base_url)),
+    ]
+
+
+# The parameters the OpenAI SDKs name for images.generate; the rest go in the body as they are.
+IMAGE_SDK_PARAMS = ("prompt", "model", "size", "quality", "n", "response_format", "style", "user")
+_CLIENT_PY = (
+    "import os\n\n"
+    "from openai import OpenAI\n\n"
+    "client = OpenAI(\n"
+    "    base_url={base_url},\n"
+    '    api_key=os.environ["MIRA_API_KEY"],\n'
+    ")\n\n"
+)
+_CLIENT_JS = (
+    'import OpenAI from "openai";\n\n'
+    "const client = new OpenAI({{\n"
+    "  baseURL: {base_url},\n"
+    "  apiKey: process.env.MIRA_API_KEY,\n"
+    "}});\n\n"
+)
+
+
+def image_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """An images.generate request; `reference_images` travels as an extra body field."""
+    named = {k: v for k, v in body.items() if k in IMAGE_SDK_PARAMS}
+    extra = {k: v for k, v in body.items() if k not in IMAGE_SDK_PARAMS}
+    arguments = [f"    {name}={_python(value, 1)}," for name, value in named.items()]
+    if extra:
+        arguments.append(f"    extra_body={_python(extra, 1)},")
+    python_code = (
+        _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + "result = client.images.generate(\n"
+        + "\n".join(arguments)
+        + "\n)\nfor image in result.data:\n    print(image.url)\n"
+    )
+    data = json.dumps(body, indent=2, ensure_ascii=False)
+    javascript_code = (
+        _CLIENT_JS.format(base_url=json.dumps(base_url))
+        + f"const result = await client.images.generate({data});\n"
+        + "for (const image of result.data) console.log(image.url);\n"
+    )
+    return [
+        Snippet("curl", "curl", "bash", curl(body, base_url, "/images/generations")),
+        Snippet("python", "Python", "python", python_code),
+        Snippet("javascript", "JavaScript", "javascript", javascript_code),
+    ]
+
+
+def vision_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """A vision/locate request, sent with the OpenAI SDKs' plain POST."""
+    python_code = (
+        _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + "answer = client.post(\n"
+        + '    "/vision/locate",\n'
+        + f"    body={_python(body, 1)},\n"
+        + "    cast_to=object,\n"
+        + ")\nprint(answer)\n"
+    )
+    data = json.dumps(body, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    javascript_code = (
+        _CLIENT_JS.format(base_url=json.dumps(base_url))
+        + f'const answer = await client.post("/vision/locate", {{\n  body: {data},\n}});\n'
+        + "console.log(answer);\n"
+    )
+    return [
+        Snippet("curl", "curl", "bash", curl(body, base_url, "/vision/locate")),
+        Snippet("python", "Python", "python", python_code),
+        Snippet("javascript", "JavaScript", "javascript", javascript_code),
     ]

@@ -162,3 +162,49 @@ class Preset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ImageRunQuerySet(models.QuerySet["ImageRun"]):
+    def for_member(self, workspace: Workspace, user) -> "ImageRunQuerySet":
+        """A member's own image runs in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class ImageRun(models.Model):
+    """One image generation from the Images page.
+
+    `request` is the exact body the call was sent with (references as file ids), so the
+    run reopens into the form and shows again as code; `results` keeps what came back
+    as stored files (`file_id`, `revised_prompt`): their links expire, and the page
+    signs fresh ones each time it shows them.
+    """
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_image_runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_image_runs"
+    )
+    request = models.JSONField(default=dict)
+    results = models.JSONField(default=list, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ImageRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Image run {self.pk}"
+
+    @property
+    def prompt(self) -> str:
+        return str(self.request.get("prompt", ""))
+
+    @property
+    def file_ids(self) -> list[str]:
+        return [r["file_id"] for r in self.results if r.get("file_id")]

@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from accounts.access import workspace_view
 from gateway.catalog import available_models
 from gateway.errors import ApiError
-from playground import code, conversations
+from playground import code, conversations, products
 from playground.conversations import Tree
 from playground.forms import PresetForm
 from playground.models import Conversation, Message, Preset, Role
@@ -153,6 +153,7 @@ def playground(request: HttpRequest) -> HttpResponse:
         "models_error": models_error,
         "totals": conversations.totals(conversation),
         "can_manage_billing": request.membership.can("billing.manage"),
+        "tabs": products.tabs(request, "playground"),
     }
     context |= _history(request, conversation) | _presets(request)
     return render(request, TEMPLATE, context)

@@ -80,7 +80,9 @@ def _record_console_error(page: Page, msg) -> None:
 def screenshot(page: Page, name: str) -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
+    # The caret stays as it is: hiding it leaves an empty style attribute on inputs, which
+    # htmx copies onto their replacement in a swap, and the pages' CSP refuses inline styles.
+    page.screenshot(path=path, full_page=True, caret="initial")
     return path
 
 

@@ -1,0 +1,29 @@
+"""The playground's products, each a page with its own URL, in the order the tab strip shows them.
+
+A product appears here once its page exists (Voice, Music, Video, Realtime and Fetch
+join as they land).
+"""
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+# (url name, label, icon)
+PRODUCTS = [
+    ("playground", "Chat", "chat"),
+    ("playground_images", "Images", "image"),
+    ("playground_vision", "Vision", "eye"),
+]
+
+
+def tabs(request: HttpRequest, current: str) -> list[dict]:
+    """The tab strip of a playground page; `current` is the url name of the page shown."""
+    slug = request.workspace.slug
+    return [
+        {
+            "url": reverse(name, kwargs={"slug": slug}),
+            "label": label,
+            "icon": icon,
+            "current": name == current,
+        }
+        for name, label, icon in PRODUCTS
+    ]
