@@ -11,7 +11,7 @@ import time
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
@@ -252,3 +252,12 @@ def view_code(request: HttpRequest) -> HttpResponse:
         body = form.body(file_ids)
     base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(request, TEMPLATE + "#code", {"snippets": code.image_snippets(body, base_url)})
+
+
+urlpatterns = [
+    path("", page, name="playground_images"),
+    path("generate/", generate, name="playground_images_generate"),
+    path("reference/", reference, name="playground_images_reference"),
+    path("code/", view_code, name="playground_images_code"),
+    path("runs/<int:pk>/delete/", delete, name="playground_images_delete"),
+]

@@ -12,6 +12,7 @@ import time
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
@@ -172,3 +173,10 @@ def view_code(request: HttpRequest) -> HttpResponse:
         return render(request, TEMPLATE + "#code", {"code_error": "The page sent no request."})
     base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(request, TEMPLATE + "#code", {"snippets": code.vision_snippets(body, base_url)})
+
+
+urlpatterns = [
+    path("", page, name="playground_vision"),
+    path("locate/", locate, name="playground_vision_locate"),
+    path("code/", view_code, name="playground_vision_code"),
+]
