@@ -276,3 +276,40 @@ async def test_a_member_generates_through_the_function_the_playground_calls(
     record = await UsageRecord.objects.aget(request_id=call.request_id)
     assert record.source == "playground" and record.user_id == alice.pk
     assert record.api_key_id is None and record.product == "images"
+
+
+def test_a_decompression_bomb_as_a_reference_is_refused_and_nothing_is_booked(
+    console_url, api_key, simulator
+):
+    # A small PNG that decodes to 400 megapixels.
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(bomb.getvalue()).decode()
+    before = simulator.stats()["requests"]
+    for path, body in [
+        ("/images/generate", {"prompt": "A cat", "reference_images": [uri]}),
+        ("/vision/locate", {"image": uri, "target": "a cat"}),
+    ]:
+        response = _post(console_url, api_key, path, body)
+        assert response.status_code == 400, path
+        assert "too many pixels" in response.json()["detail"]
+    assert simulator.stats()["requests"] == before
+    settle_books()
+    assert not UsageRecord.objects.exists()
+
+
+def test_image_and_vision_calls_show_in_usage_under_their_products(
+    console_url, api_key, alice_client
+):
+    client = _openai(console_url, api_key)
+    client.images.generate(prompt="A red kite", size="1024x1024", quality="low")
+    response = _post(
+        console_url, api_key, "/vision/locate", {"image": png_data_uri(), "target": "blue box"}
+    )
+    assert response.status_code == 200
+    settle_books()
+    page = alice_client.get("/w/acme/usage/?group=product")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Images" in text and "Vision" in text
+    assert "/v1/images/generations" in text and "/v1/vision/locate" in text
