@@ -1,6 +1,6 @@
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, include, path
 
 from accounts import views as accounts_views
 from console import billing_views, dashboards
@@ -13,6 +13,12 @@ from playground import vision as playground_vision
 # The admin signs in through allauth like every page, so that two-factor codes and the
 # failed sign-in throttle apply; its own password form would pass both.
 admin.site.login = secure_admin_login(admin.site.login)
+
+
+def _under(prefix: str, module) -> list[URLPattern]:
+    """A page module's own `urlpatterns`, under a prefix (flat, so that each keeps its name)."""
+    return [path(prefix + str(p.pattern), p.callback, name=p.name) for p in module.urlpatterns]
+
 
 workspace_patterns = [
     path("", console_views.dashboard, name="dashboard"),
@@ -34,8 +40,8 @@ workspace_patterns = [
         playground_views.image,
         name="playground_image",
     ),
-    path("playground/images/", include(playground_images)),
-    path("playground/vision/", include(playground_vision)),
+    *_under("playground/images/", playground_images),
+    *_under("playground/vision/", playground_vision),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),
