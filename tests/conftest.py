@@ -1,6 +1,7 @@
 """Shared fixtures: the named personas and a live ASGI server for browser and SDK tests."""
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,18 @@ def _close_database_threads(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_this_runs_folders():
+    """The media and journal folders of this test process (settings name them after its
+    pid, in the temporary folder) go when the run ends."""
+    yield
+    from django.conf import settings
+
+    for folder in (settings.MEDIA_ROOT, settings.GATEWAY_JOURNAL_DIR):
+        if folder.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
