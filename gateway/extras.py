@@ -32,7 +32,9 @@ async def token_count(request: HttpRequest) -> HttpResponse:
     spec = validate(TokenCountRequest, body)
     authorize(request.caller, scope="chat", model=spec.model)
     try:
-        response = await get_fleet().request("POST", PATH, json=body, model=spec.model)
+        # A field sent as null is a field not sent (the node reads whichever is present).
+        present = {name: value for name, value in body.items() if value is not None}
+        response = await get_fleet().request("POST", PATH, json=present, model=spec.model)
     except UpstreamError as exc:
         raise upstream_error(exc) from None
     return JsonResponse(response.json())

@@ -54,6 +54,15 @@ def test_the_token_count_extra(console_url, api_key):
     assert body["tokens"] > 0
 
 
+def test_the_token_count_extra_ignores_fields_sent_as_null(console_url, api_key):
+    body = _curl(
+        f"{console_url}/extras/token-count", "-H", f"x-api-key: {api_key}",
+        "-H", "Content-Type: application/json",
+        "-d", '{"text": null, "input": "How many tokens is this?", "messages": null}',
+    )  # fmt: skip
+    assert body["tokens"] > 0
+
+
 def test_the_openapi_document_lists_every_endpoint(console_url, db):
     doc = _curl(f"{console_url}/openapi.json")
     assert doc["openapi"].startswith("3.")
