@@ -88,6 +88,16 @@ def test_a_developer_can_leave(bob, bob_client):
     assert not Membership.objects.filter(user=bob).exists()
 
 
+def test_a_viewer_finds_the_way_to_leave_in_the_account_menu_and_leaves(member_of_acme):
+    viewer = member_of_acme("viewer")
+    client = signed_in(viewer)
+    page = client.get("/w/acme/").text
+    assert 'href="/w/acme/leave/"' in page and "Leave Acme" in page
+    assert client.get("/w/acme/leave/").status_code == 200
+    assert client.post("/w/acme/leave/")["Location"] == "/"
+    assert not Membership.objects.filter(user=viewer).exists()
+
+
 def test_a_developer_cannot_change_roles(alice, bob, bob_client):
     response = bob_client.post(
         f"/w/acme/members/{_membership(alice).pk}/role/", {"role": "viewer"}, headers=HX
