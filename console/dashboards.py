@@ -28,7 +28,7 @@ from django_htmx.http import push_url
 
 from accounts.access import workspace_view
 from accounts.models import Membership, Workspace
-from console.models import ApiKey, Product, Source, UsageRecord, UsageRollup
+from console.models import ApiKey, Product, Source, Unit, UsageRecord, UsageRollup
 from console.pricing import MICRO, format_money
 
 RANGES = {  # value -> (label, days; None when the dates decide)
@@ -822,14 +822,26 @@ def _get_record_for_member(request: HttpRequest, request_id: str) -> UsageRecord
     return get_object_or_404(records, request_id=request_id)
 
 
+def _unit_label(unit: str) -> str:
+    return str(dict(Unit.choices).get(unit, unit.replace("_", " ").capitalize()))
+
+
 @workspace_view("usage.view")
 def usage_detail(request: HttpRequest, request_id: str) -> HttpResponse:
     record = _get_record_for_member(request, request_id)
     back = _usage_url(request)
     query = request.GET.urlencode() if request.GET else ""
+    units = sorted(record.units.items()) if isinstance(record.units, dict) else []
+    # A call billed by other units than tokens (images, seconds, bytes) shows those first.
+    unit_cards = (
+        [(_unit_label(unit), quantity) for unit, quantity in units][:2]
+        if units and not (record.tokens_in or record.tokens_out)
+        else []
+    )
     context = {
         "record": record,
-        "units": sorted(record.units.items()) if isinstance(record.units, dict) else [],
+        "units": units,
+        "unit_cards": unit_cards,
         "product_label": PRODUCT_LABELS.get(record.product, record.product),
         "source_label": SOURCE_LABELS.get(record.source, record.source),
         "latency": _duration(record.latency_ms),

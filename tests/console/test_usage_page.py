@@ -379,6 +379,19 @@ def test_the_detail_view_shows_every_field_with_the_precise_cost(alice_client, u
     assert "$0.0044" in page
 
 
+def test_a_call_billed_by_images_shows_its_images_instead_of_tokens(alice_client, acme):
+    record = book(
+        request_id=f"req_{uuid.uuid4().hex}", workspace_id=acme.pk, api_key_id=None,
+        user_id=None, source="api", product="images", endpoint="/v1/images/generate",
+        model="", node="sim-1", status=200, stream=False, tokens_in=0, tokens_out=0,
+        units={"image": 3}, latency_ms=900, ttft_ms=None, error="", variant="high",
+    )  # fmt: skip
+    page = alice_client.get(f"{URL}{record.request_id}/").content.decode()
+    stats = page[page.index("detail-stats") : page.index("call-fields-title")]
+    assert "Images" in stats and ">3<" in stats and "Billed units" in stats
+    assert "Tokens in" not in stats
+
+
 def test_the_log_links_to_each_calls_detail(alice_client, usage):
     page = alice_client.get(URL).content.decode()
     for record in usage["calls"]:
