@@ -42,6 +42,8 @@ EXTENSIONS = {
     "audio/wav": "wav",
     "audio/mpeg": "mp3",
     "audio/ogg": "ogg",
+    "audio/pcm": "pcm",
+    "audio/opus": "opus",
     "video/mp4": "mp4",
     "video/webm": "webm",
 }

@@ -207,13 +207,26 @@ def _json_bytes(value: Any) -> bytes:
     return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+class _LentFile(aiohttp.payload.IOBasePayload):
+    """A caller's file, sent in chunks as it is read. aiohttp closes a file once it has
+    sent it; this one is left open (it is the caller's), so that a retry can send it again."""
+
+    def _close(self) -> None:
+        self._consumed = True
+
+    async def close(self) -> None:
+        self._close()
+
+
 def _request_body(
     content: bytes | None, data: Mapping[str, Any] | None, files: Mapping[str, Any] | None
 ) -> Any:
     """aiohttp's `data=`: the bytes, a URL-encoded form, or a multipart form with files.
 
     A multipart form can be sent only once, so every attempt builds its own. A file is
-    bytes, or `(filename, bytes)`, or `(filename, bytes, content type)`.
+    bytes or a seekable binary file, or `(filename, file)`, or `(filename, file, content
+    type)`. A file object is sent in chunks as it is read, never held whole, and is
+    rewound for each attempt so that a retry sends all of it again.
     """
     if content is not None:
         return content
@@ -224,6 +237,10 @@ def _request_body(
         form.add_field(name, value)
     for name, file in files.items():
         filename, payload, *rest = file if isinstance(file, tuple) else (name, file)
+        if hasattr(payload, "read"):
+            payload.seek(0)
+            kind = {"content_type": rest[0]} if rest else {}
+            payload = _LentFile(payload, filename=filename, **kind)
         form.add_field(name, payload, filename=filename, content_type=rest[0] if rest else None)
     return form
 
@@ -352,8 +369,8 @@ class Fleet:
         `model` routes the call (a `provider/model` id picks the provider's nodes) and,
         when `json` carries the same id under "model", the bare model is sent
         upstream. `node` pins the call to one node (to poll a job it created) and
-        disables failover. Files must be given as bytes so that a retry can resend
-        them. Raises UpstreamError when the last attempt fails.
+        disables failover. Files are bytes or seekable files (see `_request_body`),
+        so that a retry can resend them. Raises UpstreamError when the last attempt fails.
         """
         limits = timeouts or self.options.timeouts
         candidates, json = self._route(model, node, json)

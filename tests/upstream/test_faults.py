@@ -284,3 +284,27 @@ async def test_two_hundred_faulty_calls_leak_no_connection_or_task(start_simulat
     await fleet.aclose()
     for server in servers:
         assert await await_for(lambda s=server: s.stats()["open_connections"] == 0)
+
+
+async def test_a_file_sent_from_disk_is_sent_whole_again_when_the_call_fails_over(
+    start_simulator, make_fleet, tmp_path
+):
+    from upstream.simulator import audio
+
+    path = tmp_path / "speech.wav"
+    path.write_bytes(audio.wav_bytes(b"\1\0" * 48_000, comment="Sent twice, heard once."))
+    good, bad = start_simulator(), start_simulator(fail_status=503)
+    fleet = make_fleet(good, bad, names=["good", "bad"])
+    attempts = []
+    for _ in range(20):
+        with path.open("rb") as file:
+            response = await fleet.request(
+                "POST", "/v1/audio/transcribe", data={"language": "en"},
+                files={"file": ("speech.wav", file, "audio/wav")},
+            )  # fmt: skip
+        assert response.json() == {"text": "Sent twice, heard once.", "language": "en",
+                                   "duration": 2.0}  # fmt: skip
+        attempts.append(response.attempts)
+    assert 2 in attempts
+    assert bad.stats()["by_status"]["503"] >= 1
+    await fleet.aclose()
