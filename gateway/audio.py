@@ -3,25 +3,29 @@
 `audio.transcriptions.create` calls) and `GET /v1/audio/voices`.
 
 Speech is held and charged per character of its input, whitespace counted; the audio
-is kept in the console's storage (its file id in the `x-file-id` header) and answered
-as the upstream's bytes. Transcription is held and charged per second of audio,
-measured from the uploaded file itself before anything goes upstream (WAV with the
-standard library, other containers with ffprobe): a file whose duration cannot be
-measured is refused rather than transcribed for nothing. The upload is never held in
+is relayed to the caller piece by piece as the upstream sends it, and kept in the
+console's storage once complete (its file id is in the `x-file-id` header from the
+start; a speech the caller left before its end is charged but not kept).
+Transcription is held and charged per second of audio, measured from the uploaded
+file itself before anything goes upstream (WAV with the standard library, other
+containers with ffprobe): a file whose duration cannot be measured is refused rather
+than transcribed for nothing. The upload is never held in
 memory whole: the body is a spooled file, the multipart parser writes a large file to
 disk, and the fleet sends it upstream from there in chunks.
 """
 
 import asyncio
+import logging
 import math
 import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from django.core.files.uploadedfile import UploadedFile
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,9 +39,11 @@ from gateway.http import (
     json_body,
     validate,
 )
-from gateway.models import Purpose
+from gateway.models import Purpose, new_file_id
 from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from upstream.fleet import UpstreamBytes, get_fleet
+
+logger = logging.getLogger(__name__)
 
 SPEECH_PATH = "/v1/audio/speech"
 SHORTCUT_PATH = "/v1/speech"
@@ -55,6 +61,8 @@ AUDIO_TYPES = {
     "video/webm": "webm",
     "video/mp4": "m4a",
 }
+# Relays being closed in the background: the loop keeps only weak references to tasks.
+_closing: set[asyncio.Task] = set()
 SPEECH_TYPES = {"audio/mpeg", "audio/wav", "audio/pcm", "audio/ogg", "audio/opus"}
 
 
@@ -86,16 +94,8 @@ class TranscriptionForm(BaseModel):
 # --- speech ----------------------------------------------------------------------------
 
 
-async def speak(
-    caller: pipeline.Caller,
-    body: dict,
-    *,
-    request_id: str,
-    request: HttpRequest | None = None,
-    endpoint: str = SPEECH_PATH,
-) -> tuple[tuple[bytes, str, str], pipeline.Call]:
-    """Speak `body`'s text, held and charged per character; ((the audio, its content
-    type, the id of the file it is kept as), the booked call)."""
+def _speech(body: dict) -> tuple[SpeechRequest, dict]:
+    """The checked request and the body sent upstream."""
     spec = validate(SpeechRequest, body)
     text = spec.input if spec.input is not None else spec.text
     if text is None:
@@ -108,38 +108,158 @@ async def speak(
     }
     if spec.model:
         upstream_body["model"] = spec.model
-    characters = {"speech_character": len(text)}
-    call = await pipeline.start(
+    return spec, upstream_body
+
+
+async def _start_speech(
+    caller: pipeline.Caller, spec: SpeechRequest, upstream_body: dict, *, request_id: str,
+    request: HttpRequest | None, endpoint: str,
+) -> pipeline.Call:  # fmt: skip
+    return await pipeline.start(
         caller, request_id=request_id, product="audio", endpoint=endpoint,
-        model=spec.model or "", request=request, units=characters,
+        model=spec.model or "", request=request,
+        units={"speech_character": len(upstream_body["input"])},
     )  # fmt: skip
+
+
+def _not_audio(call: pipeline.Call) -> ApiError:
+    call.status, call.error, call.units = 502, "Unusable upstream speech answer", {}
+    return ApiError(502, "The upstream's answer was not audio.", code="upstream_error")
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+async def speak(
+    caller: pipeline.Caller,
+    body: dict,
+    *,
+    request_id: str,
+    request: HttpRequest | None = None,
+    endpoint: str = SPEECH_PATH,
+) -> tuple[tuple[bytes, str, str], pipeline.Call]:
+    """Speak `body`'s text, held and charged per character; ((the complete audio, its
+    content type, the id of the file it is kept as), the booked call)."""
+    spec, upstream_body = _speech(body)
+    call = await _start_speech(
+        caller, spec, upstream_body, request_id=request_id, request=request, endpoint=endpoint
+    )
     async with call:
         response = await call.forward(SPEECH_PATH, upstream_body)
-        content_type = response.content_type.split(";")[0].strip().lower()
+        content_type = _media_type(response.content_type)
         if not response.content or content_type not in SPEECH_TYPES:
-            call.status, call.error, call.units = 502, "Unusable upstream speech answer", {}
-            raise ApiError(502, "The upstream's answer was not audio.", code="upstream_error")
+            raise _not_audio(call)
         file = await media.keep(
             workspace_id=caller.workspace_id, data=response.content, content_type=content_type,
             purpose=Purpose.AUDIO, request_id=request_id,
         )  # fmt: skip
-        call.units = characters
     return (response.content, content_type, file.id), call
 
 
-async def _speech_answer(request: HttpRequest) -> HttpResponse:
-    (audio, content_type, file_id), _ = await speak(
-        request.caller, json_body(request), request_id=request.request_id, request=request,
-        endpoint=request.path,
+class SpeechRelay:
+    """The upstream's audio, relayed to the caller piece by piece as it arrives, kept as
+    a file once complete, and the call booked exactly once: at the end, when the upstream
+    fails, and when the caller leaves (or the response is closed before it was read)."""
+
+    def __init__(self, call: pipeline.Call, stream: UpstreamBytes, content_type: str) -> None:
+        self.call = call
+        self.stream = stream
+        self.content_type = content_type
+        self.file_id = new_file_id()
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        call = self.call
+        call.status = 499  # until the audio is complete, the caller may still leave
+        received = []
+        try:
+            async for piece in self.stream:
+                received.append(piece)
+                yield piece
+            data = b"".join(received)
+            if not data:
+                raise _not_audio(call)
+            await media.keep(
+                workspace_id=call.caller.workspace_id, data=data, content_type=self.content_type,
+                purpose=Purpose.AUDIO, request_id=call.request_id, file_id=self.file_id,
+            )  # fmt: skip
+            call.status = 200
+        except UpstreamError as exc:
+            call.failed(exc)
+            logger.warning("upstream failed mid-speech for %s: %s", call.request_id, exc)
+            raise
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the upstream answer and book the call (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await asyncio.shield(self.stream.__aexit__(None, None, None))
+        finally:
+            await self.call.finish()
+
+    def close_soon(self) -> None:
+        """When the response is closed: a no-op after the audio was sent, else the close."""
+        if self.closed:
+            return
+        task = self.loop.create_task(self.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    def response(self) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(self.pieces(), content_type=self.content_type)
+        response["x-file-id"] = self.file_id
+        response._resource_closers.append(self.close_soon)
+        return response
+
+
+async def speak_streamed(
+    caller: pipeline.Caller, body: dict, *, request_id: str, request: HttpRequest | None = None,
+    endpoint: str = SPEECH_PATH,
+) -> SpeechRelay:  # fmt: skip
+    """Speak `body`'s text as a relay of the upstream's audio; an upstream failure before
+    its answer starts is the caller's error, and the call is booked either way."""
+    spec, upstream_body = _speech(body)
+    call = await _start_speech(
+        caller, spec, upstream_body, request_id=request_id, request=request, endpoint=endpoint
+    )
+    stream = get_fleet().stream_bytes(
+        "POST", SPEECH_PATH, json=upstream_body, model=spec.model or None,
+        headers=call.upstream_headers,
     )  # fmt: skip
-    response = HttpResponse(audio, content_type=content_type)
-    response["x-file-id"] = file_id
-    return response
+    try:
+        await stream.__aenter__()
+    except UpstreamError as exc:
+        error = call.failed(exc)
+        await call.finish()
+        raise error from None
+    except BaseException:
+        call.status = 499
+        await call.finish()
+        raise
+    call.node, call.status = stream.node, stream.status
+    call.first_byte()
+    content_type = _media_type(stream.content_type)
+    if content_type not in SPEECH_TYPES:
+        error = _not_audio(call)
+        await asyncio.shield(stream.__aexit__(None, None, None))
+        await call.finish()
+        raise error
+    return SpeechRelay(call, stream, content_type)
 
 
 @endpoint("POST")
 async def speech_view(request: HttpRequest) -> HttpResponse:
-    return await _speech_answer(request)
+    relay = await speak_streamed(
+        request.caller, json_body(request), request_id=request.request_id, request=request,
+        endpoint=request.path,
+    )  # fmt: skip
+    return relay.response()
 
 
 # --- transcription ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ that are refused (too large, not audio) before the upstream sees them."""
 import io
 import math
 import socket
+import time
 import tracemalloc
 import wave
 
@@ -79,6 +80,47 @@ def test_the_openai_sdk_speaks_a_wav_whose_header_and_duration_are_right(
     kept = StoredFile.objects.get(pk=raw.headers["x-file-id"])
     assert kept.purpose == "audio" and kept.content_type == "audio/wav"
     assert kept.size == len(data) and kept.request_id == raw.headers["x-request-id"]
+
+
+def test_speech_is_relayed_as_it_comes_and_kept_as_the_file_it_names(console_url, api_key):
+    with httpx.stream(
+        "POST", f"{console_url}/audio/speech", json={"input": "Streamed", "response_format": "pcm"},
+        headers={"x-api-key": api_key}, timeout=60,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in response.headers
+        data = response.read()
+    assert response.headers["content-type"] == "audio/pcm" and len(data) % 2 == 0
+    kept = StoredFile.objects.get(pk=response.headers["x-file-id"])
+    assert kept.content_type == "audio/pcm" and kept.size == len(data)
+    record = charged(response.headers["x-request-id"])
+    assert record.status == 200 and record.cost == speech_price(8)
+
+
+def test_a_caller_that_leaves_mid_speech_is_booked_once_for_the_characters_spoken(
+    console_url, api_key
+):
+    text = ("A long sentence for the synthesizer to speak. " * 90)[:4096]
+    with httpx.stream(
+        "POST", f"{console_url}/audio/speech", json={"input": text, "response_format": "wav"},
+        headers={"x-api-key": api_key}, timeout=60,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200
+        first = next(response.iter_raw(16 * 1024))
+        assert first[:4] == b"RIFF"
+    request_id = response.headers["x-request-id"]
+    for _ in range(200):
+        settle_books()
+        if UsageRecord.objects.filter(request_id=request_id).exists():
+            break
+        time.sleep(0.05)
+    record = charged(request_id)
+    assert record.status == 499 and record.units == {"speech_character": 4096}
+    assert record.cost == speech_price(4096)
+    assert UsageRecord.objects.filter(request_id=request_id).count() == 1
+    assert not Hold.objects.exists()
+    assert not StoredFile.objects.exists()
 
 
 def test_speech_is_mp3_by_default_and_whitespace_is_charged(console_url, api_key):
