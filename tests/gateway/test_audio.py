@@ -353,6 +353,26 @@ def test_a_speech_the_upstream_refuses_costs_nothing(console_url, api_key, acme)
 
 
 @pytest.mark.parametrize(
+    ("fault", "status"),
+    [({"x-sim-status": "503"}, 503), ({"x-sim-reset-after-chunks": "0"}, 502)],
+    ids=["unavailable", "broken-answer"],
+)
+def test_a_speech_the_upstream_fails_to_answer_costs_nothing(
+    console_url, api_key, acme, fault, status
+):
+    start = ledger.balance_of(acme)
+    response = httpx.post(
+        f"{console_url}/audio/speech", json={"input": "Hello"},
+        headers={"x-api-key": api_key} | fault, timeout=30,
+    )  # fmt: skip
+    assert response.status_code == status
+    record = charged(response.headers["x-request-id"])
+    assert record.status == status and record.cost == 0 and record.units == {}
+    assert ledger.balance_of(acme) == start
+    assert not Hold.objects.exists() and not StoredFile.objects.exists()
+
+
+@pytest.mark.parametrize(
     ("body", "named"),
     [
         ({}, "'input' field is required"),
