@@ -24,13 +24,15 @@ import wave
 from collections.abc import AsyncIterator
 from typing import Literal
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import media, pipeline
-from gateway.errors import ApiError
+from gateway.errors import ApiError, too_large
 from gateway.http import (
     MODEL_CALL_ERRORS,
     UPSTREAM_ERRORS,
@@ -420,7 +422,10 @@ def _form(request: HttpRequest) -> dict:
     try:
         fields = {name: request.POST[name] for name in request.POST}
         files = {name: request.FILES[name] for name in request.FILES}
-    except MultiPartParserError as exc:
+    except RequestDataTooBig:
+        raise too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) from None
+    except (MultiPartParserError, SuspiciousOperation) as exc:
+        # Also too many fields or files (Django's DATA_UPLOAD_MAX_NUMBER_* settings).
         raise ApiError(400, f"The multipart body could not be read: {exc}") from None
     return fields | files
 

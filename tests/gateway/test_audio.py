@@ -251,6 +251,15 @@ def test_an_upload_without_a_file_names_the_field(console_url, api_key):
     assert "'file' field is required" in response.json()["detail"]
 
 
+def test_a_form_with_too_many_files_is_a_400(console_url, api_key):
+    files = [("file", (f"{index}.wav", silent_wav(0.1), "audio/wav")) for index in range(101)]
+    response = httpx.post(
+        f"{console_url}/audio/transcribe", files=files, headers={"x-api-key": api_key}, timeout=30
+    )
+    assert response.status_code == 400
+    assert "multipart body could not be read" in response.json()["detail"]
+
+
 def test_audio_whose_duration_cannot_be_measured_is_refused_rather_than_free(
     console_url, api_key, simulator
 ):
