@@ -42,6 +42,8 @@ EXTENSIONS = {
     "audio/wav": "wav",
     "audio/mpeg": "mp3",
     "audio/ogg": "ogg",
+    "audio/pcm": "pcm",
+    "audio/opus": "opus",
     "video/mp4": "mp4",
     "video/webm": "webm",
 }
@@ -127,8 +129,12 @@ def checked(data: bytes, content_type: str, field: str) -> str:
     return content_type
 
 
-def _store(workspace_id: int, purpose: str, data: bytes, content_type: str, request_id: str):
+def _store(
+    workspace_id: int, purpose: str, data: bytes, content_type: str, request_id: str,
+    file_id: str | None = None,
+):  # fmt: skip
     file = StoredFile(
+        **({"id": file_id} if file_id else {}),
         workspace_id=workspace_id,
         purpose=purpose,
         content_type=content_type,
@@ -143,10 +149,13 @@ def _store(workspace_id: int, purpose: str, data: bytes, content_type: str, requ
 
 async def keep(
     *, workspace_id: int, data: bytes, content_type: str, purpose: str = Purpose.IMAGE,
-    request_id: str = "",
+    request_id: str = "", file_id: str | None = None,
 ) -> StoredFile:  # fmt: skip
-    """Store bytes (checked already) for a workspace."""
-    return await asyncio.to_thread(_store, workspace_id, purpose, data, content_type, request_id)
+    """Store bytes (checked already) for a workspace, under `file_id` when one was
+    promised already (a streamed result names its file before it is complete)."""
+    return await asyncio.to_thread(
+        _store, workspace_id, purpose, data, content_type, request_id, file_id
+    )
 
 
 def signed_path(file: StoredFile, *, seconds: int | None = None) -> str:

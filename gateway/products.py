@@ -6,6 +6,7 @@ from django.urls import URLPattern, path
 
 from gateway import (
     account,
+    audio,
     catalog,
     chat,
     embeddings,
@@ -17,7 +18,9 @@ from gateway import (
     vision,
 )
 
-MODULES = (catalog, chat, responses, embeddings, messages, images, vision, files, extras, account)
+MODULES = (
+    catalog, chat, responses, embeddings, messages, images, vision, audio, files, extras, account,
+)  # fmt: skip
 
 
 def urlpatterns() -> list[URLPattern]:

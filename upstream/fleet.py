@@ -49,6 +49,7 @@ __all__ = [
     "FleetOptions",
     "NodeConfig",
     "Timeouts",
+    "UpstreamBytes",
     "UpstreamResponse",
     "UpstreamStream",
     "get_fleet",
@@ -207,13 +208,26 @@ def _json_bytes(value: Any) -> bytes:
     return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+class _LentFile(aiohttp.payload.IOBasePayload):
+    """A caller's file, sent in chunks as it is read. aiohttp closes a file once it has
+    sent it; this one is left open (it is the caller's), so that a retry can send it again."""
+
+    def _close(self) -> None:
+        self._consumed = True
+
+    async def close(self) -> None:
+        self._close()
+
+
 def _request_body(
     content: bytes | None, data: Mapping[str, Any] | None, files: Mapping[str, Any] | None
 ) -> Any:
     """aiohttp's `data=`: the bytes, a URL-encoded form, or a multipart form with files.
 
     A multipart form can be sent only once, so every attempt builds its own. A file is
-    bytes, or `(filename, bytes)`, or `(filename, bytes, content type)`.
+    bytes or a seekable binary file, or `(filename, file)`, or `(filename, file, content
+    type)`. A file object is sent in chunks as it is read, never held whole, and is
+    rewound for each attempt so that a retry sends all of it again.
     """
     if content is not None:
         return content
@@ -224,6 +238,10 @@ def _request_body(
         form.add_field(name, value)
     for name, file in files.items():
         filename, payload, *rest = file if isinstance(file, tuple) else (name, file)
+        if hasattr(payload, "read"):
+            payload.seek(0)
+            kind = {"content_type": rest[0]} if rest else {}
+            payload = _LentFile(payload, filename=filename, **kind)
         form.add_field(name, payload, filename=filename, content_type=rest[0] if rest else None)
     return form
 
@@ -352,8 +370,8 @@ class Fleet:
         `model` routes the call (a `provider/model` id picks the provider's nodes) and,
         when `json` carries the same id under "model", the bare model is sent
         upstream. `node` pins the call to one node (to poll a job it created) and
-        disables failover. Files must be given as bytes so that a retry can resend
-        them. Raises UpstreamError when the last attempt fails.
+        disables failover. Files are bytes or seekable files (see `_request_body`),
+        so that a retry can resend them. Raises UpstreamError when the last attempt fails.
         """
         limits = timeouts or self.options.timeouts
         candidates, json = self._route(model, node, json)
@@ -410,6 +428,28 @@ class Fleet:
         """
         return UpstreamStream(
             self, method, path, json=json, headers=headers, model=model, node=node,
+            timeouts=timeouts or self.options.timeouts,
+        )  # fmt: skip
+
+    def stream_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> UpstreamBytes:
+        """A call whose answer is relayed as raw bytes (audio), as they arrive:
+        `async with fleet.stream_bytes(...) as s: async for piece in s`.
+
+        Entering the block waits for the answer's headers, retrying on another node until
+        a 2xx arrives; after that a failure raises UpstreamError from the loop. Leaving
+        the block closes the upstream connection unless the body was read to its end.
+        """
+        return UpstreamBytes(
+            self, method, path, json=json, headers=headers, model=model,
             timeouts=timeouts or self.options.timeouts,
         )  # fmt: skip
 
@@ -1074,6 +1114,138 @@ class UpstreamStream:
                     response.close()
             if node is not None:
                 node.end()
+
+
+class UpstreamBytes:
+    """One call whose body is handed out piece by piece as it arrives (not SSE): `node`,
+    `status` and `headers` once entered. See `Fleet.stream_bytes`."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        model: str | None,
+        timeouts: Timeouts,
+    ) -> None:
+        self._fleet = fleet
+        self._method = method
+        self._path = path
+        self._json = json
+        self._headers = headers
+        self._model = model
+        self._timeouts = timeouts
+        self._node: Node | None = None
+        self._response: aiohttp.ClientResponse | None = None
+        self._deadline = 0.0
+        self.node = ""
+        self.status = 0
+        self.headers: Mapping[str, str] = {}
+        self.attempts = 0
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "application/octet-stream")
+
+    async def __aenter__(self) -> UpstreamBytes:
+        fleet = self._fleet
+        candidates, body = fleet._route(self._model, None, self._json)
+        self._deadline = asyncio.get_running_loop().time() + self._timeouts.total
+        tried: set[str] = set()
+        last: UpstreamError | None = None
+        for attempt in range(1, fleet.options.max_attempts + 1):
+            node = fleet._pick(candidates, tried)
+            if attempt > 1:
+                assert last is not None
+                if not await fleet._wait_before_retry(attempt, node, self._deadline, last):
+                    break
+            tried.add(node.name)
+            self.attempts = attempt
+            try:
+                await self._open(node, body)
+            except UpstreamError as exc:
+                last = exc
+                if not exc.retryable:
+                    raise
+                continue
+            return self
+        assert last is not None
+        raise last
+
+    async def _open(self, node: Node, body: Any) -> None:
+        """Send the call to one node and wait for a 2xx answer's headers."""
+        fleet = self._fleet
+        session = await fleet._session(node)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        node.begin()
+        try:
+            try:
+                async with asyncio.timeout_at(
+                    min(loop.time() + self._timeouts.first_byte, self._deadline)
+                ):
+                    response = await session.request(
+                        self._method,
+                        fleet._url(node, self._path),
+                        json=body,
+                        headers=self._headers,
+                        timeout=_client_timeout(self._timeouts, stream=True),
+                        allow_redirects=False,
+                    )
+                    if response.status >= 400:
+                        try:
+                            payload = await response.read()
+                        finally:
+                            response.release()
+                        raise fleet._status_error(node, response, payload)
+            except TimeoutError as exc:
+                raise fleet._timeout_error(node, "the first byte", exc) from None
+            except aiohttp.ClientError as exc:
+                raise fleet._connection_error(node, exc) from None
+        except BaseException:
+            node.end()
+            raise
+        fleet._succeeded(node, round((time.perf_counter() - started) * 1000, 2))
+        self._node, self._response = node, response
+        self.node, self.status, self.headers = node.name, response.status, response.headers
+
+    def __aiter__(self) -> UpstreamBytes:
+        return self
+
+    async def __anext__(self) -> bytes:
+        node, response = self._node, self._response
+        if node is None or response is None:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(loop.time() + self._timeouts.idle, self._deadline)):
+                piece = await response.content.readany()
+        except TimeoutError as exc:
+            raise self._fleet._timeout_error(node, "the next chunk", exc) from None
+        except aiohttp.ClientError as exc:
+            raise self._fleet._connection_error(node, exc) from None
+        if not piece:
+            raise StopAsyncIteration
+        return piece
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        node, self._node = self._node, None
+        response, self._response = self._response, None
+        if response is not None:
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()  # so that the node stops sending
+        if node is not None:
+            node.end()
 
 
 # --- the process-wide fleet ---------------------------------------------------------

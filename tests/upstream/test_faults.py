@@ -284,3 +284,56 @@ async def test_two_hundred_faulty_calls_leak_no_connection_or_task(start_simulat
     await fleet.aclose()
     for server in servers:
         assert await await_for(lambda s=server: s.stats()["open_connections"] == 0)
+
+
+async def test_a_file_sent_from_disk_is_sent_whole_again_when_the_call_fails_over(
+    start_simulator, make_fleet, tmp_path
+):
+    from upstream.simulator import audio
+
+    path = tmp_path / "speech.wav"
+    path.write_bytes(audio.wav_bytes(b"\1\0" * 48_000, comment="Sent twice, heard once."))
+    good, bad = start_simulator(), start_simulator(fail_status=503)
+    fleet = make_fleet(good, bad, names=["good", "bad"])
+    attempts = []
+    for _ in range(20):
+        with path.open("rb") as file:
+            response = await fleet.request(
+                "POST", "/v1/audio/transcribe", data={"language": "en"},
+                files={"file": ("speech.wav", file, "audio/wav")},
+            )  # fmt: skip
+        assert response.json() == {"text": "Sent twice, heard once.", "language": "en",
+                                   "duration": 2.0}  # fmt: skip
+        attempts.append(response.attempts)
+    assert 2 in attempts
+    assert bad.stats()["by_status"]["503"] >= 1
+    await fleet.aclose()
+
+
+async def test_raw_bytes_fail_over_before_the_headers_and_arrive_whole(start_simulator, make_fleet):
+    good, bad = start_simulator(), start_simulator(fail_status=503)
+    fleet = make_fleet(good, bad, names=["good", "bad"])
+    speech = {"input": "Piece by piece.", "response_format": "wav"}
+    attempts = []
+    for _ in range(20):
+        async with fleet.stream_bytes("POST", "/v1/audio/speech", json=speech) as stream:
+            data = b"".join([piece async for piece in stream])
+        assert stream.node == "good" and stream.content_type == "audio/wav"
+        assert data[:4] == b"RIFF" and len(data) == int.from_bytes(data[4:8], "little") + 8
+        attempts.append(stream.attempts)
+    assert 2 in attempts
+    assert all(node["outstanding"] == 0 for node in fleet.state())
+    await fleet.aclose()
+
+
+async def test_raw_bytes_refused_by_the_node_raise_without_a_retry(start_simulator, make_fleet):
+    server = start_simulator()
+    fleet = make_fleet(server)
+    with pytest.raises(UpstreamError) as caught:
+        async with fleet.stream_bytes(
+            "POST", "/v1/audio/speech", json={"input": "Hi", "voice": "nobody"}
+        ):
+            pass
+    assert caught.value.status == 400 and "Unknown voice" in caught.value.detail
+    assert server.stats()["by_status"]["400"] == 1
+    await fleet.aclose()
