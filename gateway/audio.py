@@ -230,22 +230,7 @@ async def speak_streamed(
     call = await _start_speech(
         caller, spec, upstream_body, request_id=request_id, request=request, endpoint=endpoint
     )
-    stream = get_fleet().stream_bytes(
-        "POST", SPEECH_PATH, json=upstream_body, model=spec.model or None,
-        headers=call.upstream_headers,
-    )  # fmt: skip
-    try:
-        await stream.__aenter__()
-    except UpstreamError as exc:
-        error = call.failed(exc)
-        await call.finish()
-        raise error from None
-    except BaseException:
-        call.status = 499
-        await call.finish()
-        raise
-    call.node, call.status = stream.node, stream.status
-    call.first_byte()
+    stream = await call.open_bytes(SPEECH_PATH, upstream_body)
     content_type = _media_type(stream.content_type)
     if content_type not in SPEECH_TYPES:
         error = _not_audio(call)

@@ -28,7 +28,7 @@ from console.shared import counter_add_and_get, counter_add_task
 from console.usage import cost_of
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
-from upstream.fleet import UpstreamResponse, UpstreamStream, get_fleet
+from upstream.fleet import UpstreamBytes, UpstreamResponse, UpstreamStream, get_fleet
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,26 @@ class Call:
             error = self.failed(exc)
             self.units = {}
             raise error from None
+
+    async def open_bytes(self, path: str, body: dict) -> UpstreamBytes:
+        """An upstream answer of raw bytes (audio), opened: its status and headers have
+        come. A failure up to then is raised as the caller's error, the call booked."""
+        stream = get_fleet().stream_bytes(
+            "POST", path, json=body, model=self.model or None, headers=self.upstream_headers
+        )
+        try:
+            await stream.__aenter__()
+        except UpstreamError as exc:
+            error = self.failed(exc)
+            await self.finish()
+            raise error from None
+        except BaseException:
+            self.status = 499
+            await self.finish()
+            raise
+        self.node, self.status = stream.node, stream.status
+        self.first_byte()
+        return stream
 
     def open_stream(self, path: str, body: dict) -> UpstreamStream:
         """An upstream SSE stream for this call, not yet opened (see gateway.relay)."""
