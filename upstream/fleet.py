@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -375,36 +375,49 @@ class Fleet:
         """
         limits = timeouts or self.options.timeouts
         candidates, json = self._route(model, node, json)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.total
+        deadline = asyncio.get_running_loop().time() + limits.total
+
+        async def send(chosen: Node, attempt: int) -> UpstreamResponse:
+            response = await self._send(
+                chosen,
+                method,
+                path,
+                limits,
+                deadline,
+                json=json,
+                data=_request_body(content, data, files),
+                params=params,
+                headers=headers,
+            )
+            response.attempts = attempt
+            return response
+
+        return await self._attempts(candidates, deadline, send)
+
+    async def _attempts[T](
+        self,
+        candidates: list[Node],
+        deadline: float,
+        attempt: Callable[[Node, int], Awaitable[T]],
+    ) -> T:
+        """`attempt(node, number)` on the candidates, as the retry policy says (another
+        node, a wait, no more than `max_attempts`, nothing past `deadline`): the first
+        success. Raises the last UpstreamError, or at once one that is not retryable."""
         tried: set[str] = set()
         last: UpstreamError | None = None
-        for attempt in range(1, self.options.max_attempts + 1):
+        for number in range(1, self.options.max_attempts + 1):
             chosen = self._pick(candidates, tried)
-            if attempt > 1:
+            if number > 1:
                 assert last is not None
-                if not await self._wait_before_retry(attempt, chosen, deadline, last):
+                if not await self._wait_before_retry(number, chosen, deadline, last):
                     break
             tried.add(chosen.name)
             try:
-                response = await self._send(
-                    chosen,
-                    method,
-                    path,
-                    limits,
-                    deadline,
-                    json=json,
-                    data=_request_body(content, data, files),
-                    params=params,
-                    headers=headers,
-                )
+                return await attempt(chosen, number)
             except UpstreamError as exc:
                 last = exc
                 if not exc.retryable:
                     raise
-                continue
-            response.attempts = attempt
-            return response
         assert last is not None
         raise last
 
@@ -849,31 +862,21 @@ class UpstreamStream:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self._timeouts.total
         started = time.perf_counter()
-        tried: set[str] = set()
-        last: UpstreamError | None = None
-        for attempt in range(1, fleet.options.max_attempts + 1):
-            node = fleet._pick(candidates, tried)
-            if attempt > 1:
-                assert last is not None
-                if not await fleet._wait_before_retry(attempt, node, self._deadline, last):
-                    break
-            tried.add(node.name)
+
+        async def open_on(node: Node, attempt: int) -> UpstreamStream:
             self.attempts = attempt
             try:
                 await self._open(node, body)
-            except UpstreamError as exc:
-                last = exc
-                if not exc.retryable:
-                    raise
-                continue
+            except UpstreamError:
+                raise
             except BaseException:
                 await self._close()
                 raise
             self.first_chunk_ms = round((time.perf_counter() - started) * 1000, 2)
             fleet._succeeded(node, self._attempt_ms)
             return self
-        assert last is not None
-        raise last
+
+        return await fleet._attempts(candidates, self._deadline, open_on)
 
     async def _open(self, node: Node, body: Any) -> None:
         """Connect to one node and read up to the first chunk; raises UpstreamError."""
@@ -1154,26 +1157,13 @@ class UpstreamBytes:
         fleet = self._fleet
         candidates, body = fleet._route(self._model, None, self._json)
         self._deadline = asyncio.get_running_loop().time() + self._timeouts.total
-        tried: set[str] = set()
-        last: UpstreamError | None = None
-        for attempt in range(1, fleet.options.max_attempts + 1):
-            node = fleet._pick(candidates, tried)
-            if attempt > 1:
-                assert last is not None
-                if not await fleet._wait_before_retry(attempt, node, self._deadline, last):
-                    break
-            tried.add(node.name)
+
+        async def open_on(node: Node, attempt: int) -> UpstreamBytes:
             self.attempts = attempt
-            try:
-                await self._open(node, body)
-            except UpstreamError as exc:
-                last = exc
-                if not exc.retryable:
-                    raise
-                continue
+            await self._open(node, body)
             return self
-        assert last is not None
-        raise last
+
+        return await fleet._attempts(candidates, self._deadline, open_on)
 
     async def _open(self, node: Node, body: Any) -> None:
         """Send the call to one node and wait for a 2xx answer's headers."""
