@@ -93,13 +93,16 @@ def variants(variant: str) -> list[str]:
     return ["/".join(parts[:length]) for length in range(len(parts), -1, -1)]
 
 
+_NO_VARIANT = ("",)  # token calls, every call on the hot path: no list to build
+
+
 def unit_cost(product: str, model: str, unit: str, quantity: int, variant: str = "") -> int:
     """The cost of `quantity` units at the price of the most particular form of `variant`
     that has one (see `variants`), the model's own before the product's; else nothing."""
     if quantity <= 0:
         return 0
     table = _prices()
-    for form in variants(variant):
+    for form in variants(variant) if variant else _NO_VARIANT:
         for key in ((product, model, unit, form), (product, "", unit, form)):
             if key in table:
                 amount, per = table[key]
