@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha256sum | cut 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup system-packages migrate lint format bench
+AGENTS := tests/agents
+AGENTS_STAMP := $(AGENTS)/node_modules/.installed-$(shell cat $(AGENTS)/package.json $(AGENTS)/package-lock.json | sha256sum | cut -c1-12)
+
+.PHONY: run test setup system-packages migrate lint format bench agents
 
 $(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12 or newer is needed")'
@@ -18,6 +21,15 @@ $(STAMP): requirements-dev.lock
 
 setup: $(STAMP)
 
+# The coding agents the tests run against a live console (tests/agents), at the versions
+# package.json pins; their own install steps only copy their platform's binary into place.
+$(AGENTS_STAMP): $(AGENTS)/package.json $(AGENTS)/package-lock.json
+	cd $(AGENTS) && npm install --no-save --no-audit --no-fund --loglevel=error
+	@rm -f $(AGENTS)/node_modules/.installed-*
+	@touch $(AGENTS_STAMP)
+
+agents: $(AGENTS_STAMP)
+
 system-packages:
 	@sh bin/system-packages
 
@@ -28,7 +40,7 @@ run: system-packages migrate
 	DEBUG=true $(BIN)/python manage.py demo
 	DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-test: system-packages setup
+test: system-packages setup agents
 	MIRA_TESTING=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -16,7 +16,7 @@ from gateway.http import (
     json_body,
     validate,
 )
-from gateway.relay import Relay, Translator, relay
+from gateway.relay import Relay, Translator, count_chat_usage, relay
 from upstream.fleet import UpstreamResponse
 from upstream.tokens import count_tokens
 
@@ -106,9 +106,7 @@ async def limit_output(body: dict, *, model: str, asked: int | None) -> int:
 
 def count(call: pipeline.Call, response: UpstreamResponse) -> None:
     """Note a completion's tokens on the call, from the answer's usage."""
-    usage = response.usage()
-    call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
-    call.tokens_out = usage.get("completion_tokens", 0)
+    count_chat_usage(call, response.usage())
 
 
 async def start(

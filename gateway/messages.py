@@ -1,12 +1,17 @@
 """POST /v1/messages: Anthropic's Messages API, translated to and from upstream chat.
 
-Requests become chat completions (system prompt first, image blocks as image_url
-parts, tools as functions, tool results as tool messages); answers come back as
-Anthropic messages, and streams as Anthropic's event sequence: message_start,
-content_block_start/delta/stop per block, message_delta with the stop reason and
-usage, message_stop.
+Requests become chat completions: system prompts (top-level or as `system` messages
+among the turns) as system messages, image blocks as image_url parts, text documents
+as text, tools as functions, tool results as tool messages. Fields the upstream has
+no equivalent for are accepted and dropped (README, "The Anthropic Messages API");
+what it cannot do at all (a PDF, a server tool) is a 400 naming it. Answers come back
+as Anthropic messages, and streams as Anthropic's event sequence: message_start,
+content_block_start/delta/stop per block (thinking, text, tool_use), message_delta
+with the stop reason and usage, message_stop.
 """
 
+import base64
+import hashlib
 import json
 import uuid
 from typing import Any, Literal
@@ -41,8 +46,26 @@ _STOP_REASONS = {
 class AnthropicMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    role: Literal["user", "assistant"]
+    # `system` among the turns is how some clients (Claude Code) send instructions that
+    # change mid-conversation.
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
+
+
+class Thinking(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(default=None, ge=0)
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class MessagesRequest(BaseModel):
@@ -58,8 +81,19 @@ class MessagesRequest(BaseModel):
     stop_sequences: list[str] | None = None
     stream: bool = False
     tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
     metadata: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+    output_format: dict[str, Any] | None = None
+    context_management: dict[str, Any] | None = None
+    mcp_servers: list[dict[str, Any]] | None = None
+    service_tier: str | None = None
+    container: str | dict[str, Any] | None = None
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, message, code="invalid_request")
 
 
 def _text_of(blocks: Any) -> str:
@@ -75,7 +109,7 @@ def _text_of(blocks: Any) -> str:
     )
 
 
-def _image_url(block: dict) -> str:
+def _image_url(block: dict, where: str) -> str:
     source = block.get("source")
     if not isinstance(source, dict):
         source = {}
@@ -83,78 +117,174 @@ def _image_url(block: dict) -> str:
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url":
         return source.get("url", "")
-    raise ApiError(
-        400, "Invalid image block: source.type must be base64 or url.", code="invalid_request"
-    )
+    raise _invalid(f"Invalid '{where}': an image's source.type must be base64 or url.")
 
 
-def _user_messages(content: str | list[dict]) -> list[dict]:
-    """One Anthropic user turn as chat messages: tool results first, then the rest."""
+def _document_text(block: dict, where: str) -> str:
+    """A document block as text: plain-text and content-block documents have it; a PDF
+    or a file would need reading that the upstream does not do."""
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _invalid(f"Invalid '{where}': a document needs a source.")
+    kind = source.get("type")
+    if kind == "text":
+        text = source.get("data", "")
+    elif kind == "content":
+        text = _text_of(source.get("content"))
+    else:
+        raise _invalid(
+            f"Unsupported '{where}': a document with a {kind!r} source (a PDF or a file) "
+            "cannot be read by the upstream; send its text as a text document."
+        )
+    title = block.get("title")
+    return f"{title}\n\n{text}" if isinstance(title, str) and title else str(text)
+
+
+def _parts(blocks: list, where: str) -> list[dict]:
+    """Text, image and document blocks (of a user turn or a tool result) as chat parts."""
+    parts: list[dict] = []
+    for position, block in enumerate(blocks):
+        at = f"{where}.{position}"
+        if not isinstance(block, dict):
+            raise _invalid(f"Invalid '{at}': a content block must be an object.")
+        kind = block.get("type")
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _invalid(f"Invalid '{at}.text': must be a string.")
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, at)}})
+        elif kind == "document":
+            parts.append({"type": "text", "text": _document_text(block, at)})
+        elif kind == "search_result":
+            text = f"{block.get('title', '')} ({block.get('source', '')})\n" + _text_of(
+                block.get("content")
+            )
+            parts.append({"type": "text", "text": text})
+        else:
+            raise _invalid(f"Unsupported content block type {kind!r} at '{at}'.")
+    return parts
+
+
+def _user_message(parts: list[dict]) -> dict:
+    if all(p["type"] == "text" for p in parts):
+        return {"role": "user", "content": "\n".join(p["text"] for p in parts)}
+    return {"role": "user", "content": parts}
+
+
+def _user_messages(content: str | list[dict], where: str) -> list[dict]:
+    """One Anthropic user turn as chat messages: tool results first (as tool messages,
+    any images they hold in a user message after them), then the rest."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     out: list[dict] = []
-    parts: list[dict] = []
-    for block in content:
-        kind = block.get("type")
-        if kind == "tool_result":
+    images: list[dict] = []
+    rest: list[dict] = []
+    for position, block in enumerate(content):
+        if isinstance(block, dict) and block.get("type") == "tool_result":
             result = block.get("content", "")
+            at = f"{where}.{position}.content"
+            parts = _parts(result, at) if isinstance(result, list) else []
+            text = (
+                result
+                if isinstance(result, str)
+                else "\n".join(p["text"] for p in parts if p["type"] == "text")
+            )
+            images += [p for p in parts if p["type"] != "text"]
+            if block.get("is_error"):
+                text = f"Error: {text}"
             out.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": block.get("tool_use_id", ""),
-                    "content": _text_of(result),
-                }
+                {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
             )
-        elif kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise ApiError(
-                    400, "Invalid text block: 'text' must be a string.", code="invalid_request"
-                )
-            parts.append({"type": "text", "text": block["text"]})
-        elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image_url(block)}})
         else:
-            raise ApiError(
-                400,
-                f"Unsupported content block type {kind!r} in a user message.",
-                code="invalid_request",
-            )
+            rest.append(block)
+    parts = images + _parts(rest, where)
     if parts:
-        simple = all(p["type"] == "text" for p in parts)
-        out.append(
-            {"role": "user", "content": "".join(p["text"] for p in parts) if simple else parts}
-        )
+        out.append(_user_message(parts))
     return out
 
 
-def _assistant_message(content: str | list[dict]) -> dict:
+# Blocks an assistant turn may hold that the upstream cannot take back: its reasoning
+# (only the model that wrote it can read a signature) is left out.
+_DROPPED_ASSISTANT_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def _assistant_message(content: str | list[dict], where: str) -> dict:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
-    message: dict[str, Any] = {"role": "assistant", "content": _text_of(content) or None}
-    calls = [
-        {
-            "id": b.get("id", ""),
-            "type": "function",
-            "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input", {}))},
-        }
-        for b in content
-        if b.get("type") == "tool_use"
-    ]
+    texts: list[str] = []
+    calls: list[dict] = []
+    for position, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input", {}))
+            function = {"name": block.get("name", ""), "arguments": arguments}
+            calls.append({"id": block.get("id", ""), "type": "function", "function": function})
+        elif kind not in _DROPPED_ASSISTANT_BLOCKS:
+            raise _invalid(f"Unsupported content block type {kind!r} at '{where}.{position}'.")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
     return message
 
 
+def _tools(spec: MessagesRequest) -> list[dict]:
+    """Client tools as functions. A server tool (one with a dated `type`, run by
+    Anthropic's servers) is refused by name: the upstream runs no tools. A tool loaded
+    only when a tool search finds it (`defer_loading`) is not offered."""
+    functions = []
+    for index, tool in enumerate(spec.tools or ()):
+        kind = tool.get("type", "custom")
+        if kind != "custom":
+            raise _invalid(
+                f"Unsupported 'tools.{index}': {kind!r} is a server tool, which the upstream "
+                "does not have; define it as a client tool (with an input_schema) instead."
+            )
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _invalid(f"Invalid 'tools.{index}.name': a tool needs a name.")
+        if tool.get("defer_loading"):
+            continue
+        function = {
+            "name": tool["name"],
+            "description": tool.get("description", ""),
+            "parameters": tool.get("input_schema", {"type": "object"}),
+        }
+        functions.append({"type": "function", "function": function})
+    return functions
+
+
+def _response_format(spec: MessagesRequest) -> dict | None:
+    """Structured output (`output_config.format`, or the beta's `output_format`) as the
+    upstream's JSON schema response format."""
+    fmt = (spec.output_config or {}).get("format") or spec.output_format
+    if not fmt:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise _invalid("Invalid 'output_config.format': only type json_schema is supported.")
+    schema = fmt.get("schema") or {"type": "object"}
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
 def to_chat(spec: MessagesRequest) -> dict:
     """The upstream chat completion request for an Anthropic messages request."""
+    if spec.mcp_servers:
+        raise _invalid(
+            "Unsupported 'mcp_servers': the upstream does not call MCP servers; "
+            "connect them in the client instead."
+        )
     messages: list[dict] = []
     if spec.system:
         messages.append({"role": "system", "content": _text_of(spec.system)})
-    for message in spec.messages:
+    for index, message in enumerate(spec.messages):
+        where = f"messages.{index}.content"
         if message.role == "user":
-            messages.extend(_user_messages(message.content))
+            messages.extend(_user_messages(message.content, where))
+        elif message.role == "system":
+            messages.append({"role": "system", "content": _text_of(message.content)})
         else:
-            messages.append(_assistant_message(message.content))
+            messages.append(_assistant_message(message.content, where))
     body: dict[str, Any] = {
         "model": spec.model,
         "messages": messages,
@@ -166,36 +296,56 @@ def to_chat(spec: MessagesRequest) -> dict:
         body["top_p"] = spec.top_p
     if spec.stop_sequences:
         body["stop"] = spec.stop_sequences
-    if spec.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.get("name", ""),
-                    "description": t.get("description", ""),
-                    "parameters": t.get("input_schema", {"type": "object"}),
-                },
-            }
-            for t in spec.tools
-        ]
-        choice = (spec.tool_choice or {}).get("type")
-        if choice == "any":
-            body["tool_choice"] = "required"
-        elif choice == "tool":
-            body["tool_choice"] = {
-                "type": "function",
-                "function": {"name": spec.tool_choice.get("name", "")},
-            }
-        elif choice == "none":
-            body["tool_choice"] = "none"
+    response_format = _response_format(spec)
+    if response_format:
+        body["response_format"] = response_format
+    tools = _tools(spec)
+    if tools:
+        body["tools"] = tools
+        choice = spec.tool_choice
+        if choice is not None:
+            if choice.type == "any":
+                body["tool_choice"] = "required"
+            elif choice.type == "tool":
+                body["tool_choice"] = {"type": "function", "function": {"name": choice.name or ""}}
+            elif choice.type == "none":
+                body["tool_choice"] = "none"
+            if choice.disable_parallel_tool_use:
+                body["parallel_tool_calls"] = False
     return body
 
 
-def from_chat(data: dict, model: str) -> dict:
+def _shows_thinking(spec: MessagesRequest) -> bool:
+    """Whether the caller asked to see the model's thinking (a model that thinks anyway
+    keeps it to itself otherwise, as Anthropic's do)."""
+    return spec.thinking is not None and spec.thinking.type != "disabled"
+
+
+def _thinking_block(spec: MessagesRequest, thinking: str) -> dict:
+    """A thinking block; its signature lets a client check the block came back unchanged
+    (it is a digest here: the upstream takes no thinking back). With display "omitted"
+    the text is left out."""
+    signature = base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+    shown = "" if spec.thinking and spec.thinking.display == "omitted" else thinking
+    return {"type": "thinking", "thinking": shown, "signature": signature}
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
+
+
+def from_chat(data: dict, spec: MessagesRequest) -> dict:
     """An Anthropic message for an upstream chat completion."""
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
+    if message.get("thinking") and _shows_thinking(spec):
+        content.append(_thinking_block(spec, message["thinking"]))
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for tool_call in message.get("tool_calls") or ():
@@ -217,26 +367,28 @@ def from_chat(data: dict, model: str) -> dict:
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": spec.model,
         "content": content,
         "stop_reason": _STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": usage.get("prompt_tokens", 0),
-            "output_tokens": usage.get("completion_tokens", 0),
-        },
+        "usage": _usage(
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0) + usage.get("thinking_tokens", 0),
+        ),
     }
 
 
 class MessagesTranslator(Translator):
     """Upstream chat chunks in, Anthropic stream events out."""
 
-    def __init__(self, *, model: str, input_tokens: int) -> None:
+    def __init__(self, spec: MessagesRequest, *, input_tokens: int) -> None:
         super().__init__(include_usage=False)
-        self.model = model
+        self.spec = spec
+        self.show_thinking = _shows_thinking(spec)
         self.input_tokens = input_tokens
         self.block = -1
         self.block_kind = ""
+        self.thinking: list[str] = []
         self.tool_ids: dict[int, int] = {}
         self.finish_reason: str | None = None
 
@@ -245,11 +397,11 @@ class MessagesTranslator(Translator):
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
-            "model": self.model,
+            "model": self.spec.model,
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+            "usage": _usage(self.input_tokens, 0),
         }
         return [
             sse({"type": "message_start", "message": message}, "message_start"),
@@ -268,11 +420,26 @@ class MessagesTranslator(Translator):
         )
         return events
 
+    def _delta(self, index: int, delta: dict) -> bytes:
+        return sse(
+            {"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta"
+        )
+
     def _close(self) -> list[bytes]:
         if not self.block_kind:
             return []
+        events = []
+        if self.block_kind == "thinking":
+            # The signature closes a thinking block, as Anthropic's streams do.
+            signature = _thinking_block(self.spec, "".join(self.thinking))["signature"]
+            events.append(
+                self._delta(self.block, {"type": "signature_delta", "signature": signature})
+            )
         self.block_kind = ""
-        return [sse({"type": "content_block_stop", "index": self.block}, "content_block_stop")]
+        events.append(
+            sse({"type": "content_block_stop", "index": self.block}, "content_block_stop")
+        )
+        return events
 
     def chunk(self, chunk: Chunk) -> list[bytes]:
         data = chunk.data
@@ -281,17 +448,25 @@ class MessagesTranslator(Translator):
         events: list[bytes] = []
         for choice in data.get("choices") or ():
             delta = choice.get("delta") or {}
+            thinking = delta.get("thinking")
+            if thinking:
+                self.thinking.append(thinking)
+                if self.show_thinking:
+                    if self.block_kind != "thinking":
+                        block = {"type": "thinking", "thinking": "", "signature": ""}
+                        events += self._open("thinking", block)
+                    if self.spec.thinking.display != "omitted":
+                        events.append(
+                            self._delta(
+                                self.block, {"type": "thinking_delta", "thinking": thinking}
+                            )
+                        )
             text = delta.get("content")
             if text:
                 self.text.append(text)
                 if self.block_kind != "text":
                     events += self._open("text", {"type": "text", "text": ""})
-                delta_event = {
-                    "type": "content_block_delta",
-                    "index": self.block,
-                    "delta": {"type": "text_delta", "text": text},
-                }
-                events.append(sse(delta_event, "content_block_delta"))
+                events.append(self._delta(self.block, {"type": "text_delta", "text": text}))
             for tool_call in delta.get("tool_calls") or ():
                 position = tool_call.get("index", 0)
                 function = tool_call.get("function") or {}
@@ -307,24 +482,21 @@ class MessagesTranslator(Translator):
                 if function.get("arguments"):
                     self.text.append(function["arguments"])
                     partial = {"type": "input_json_delta", "partial_json": function["arguments"]}
-                    events.append(
-                        sse(
-                            {
-                                "type": "content_block_delta",
-                                "index": self.tool_ids[position],
-                                "delta": partial,
-                            },
-                            "content_block_delta",
-                        )
-                    )
+                    events.append(self._delta(self.tool_ids[position], partial))
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
 
+    def delivered_text(self) -> str:
+        return "".join(self.thinking) + super().delivered_text()
+
     def end(self) -> list[bytes]:
         events = self._close()
-        output_tokens = (self.usage or {}).get("completion_tokens") or count_tokens(
-            "".join(self.text)
+        usage = self.usage or {}
+        output_tokens = (
+            usage.get("completion_tokens", 0) + usage.get("thinking_tokens", 0)
+            if usage
+            else count_tokens(self.delivered_text())
         )
         delta = {
             "type": "message_delta",
@@ -332,7 +504,7 @@ class MessagesTranslator(Translator):
                 "stop_reason": _STOP_REASONS.get(self.finish_reason or "stop", "end_turn"),
                 "stop_sequence": None,
             },
-            "usage": {"output_tokens": output_tokens},
+            "usage": _usage(usage.get("prompt_tokens", self.input_tokens), output_tokens),
         }
         return events + [sse(delta, "message_delta"), sse({"type": "message_stop"}, "message_stop")]
 
@@ -342,6 +514,8 @@ class MessagesTranslator(Translator):
 
 @endpoint("POST")
 async def messages(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages (also with `?beta=true` and any `anthropic-beta` header, as
+    Anthropic's SDKs send them: the betas' fields are accepted like the rest)."""
     body = json_body(request)
     spec = validate(MessagesRequest, body)
     upstream_body = to_chat(spec)
@@ -350,11 +524,11 @@ async def messages(request: HttpRequest) -> HttpResponse:
         endpoint=PATH, asked=spec.max_tokens, stream=spec.stream,
     )  # fmt: skip
     if spec.stream:
-        translator = MessagesTranslator(model=spec.model, input_tokens=call.tokens_in)
+        translator = MessagesTranslator(spec, input_tokens=call.tokens_in)
         return (await chat.stream(call, upstream_body, translator)).response()
     async with call:
         data = (await chat.complete(call, upstream_body)).json()
-    return JsonResponse(from_chat(data, spec.model))
+    return JsonResponse(from_chat(data, spec))
 
 
 class CountTokensRequest(BaseModel):
@@ -363,14 +537,20 @@ class CountTokensRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 @endpoint("POST")
 async def count_message_tokens(request: HttpRequest) -> HttpResponse:
-    """POST /v1/messages/count_tokens, as the Anthropic SDK calls it."""
+    """POST /v1/messages/count_tokens, as the Anthropic SDK calls it: the text of the
+    system prompt, the turns (tool calls and results as their JSON) and the tools."""
     spec = validate(CountTokensRequest, json_body(request))
     pipeline.authorize(request.caller, scope="chat", model=spec.model)
-    texts = [_text_of(spec.system or "")] + [_text_of(m.content) for m in spec.messages]
+    texts = [_text_of(spec.system or "")]
+    for message in spec.messages:
+        content = message.content
+        texts.append(content if isinstance(content, str) else json.dumps(content))
+    texts += [json.dumps(tool) for tool in spec.tools or ()]
     return JsonResponse({"input_tokens": sum(count_tokens(t) for t in texts if t)})
 
 
@@ -388,6 +568,8 @@ SCHEMAS = {
                 "properties": {
                     "input_tokens": {"type": "integer"},
                     "output_tokens": {"type": "integer"},
+                    "cache_creation_input_tokens": {"type": "integer"},
+                    "cache_read_input_tokens": {"type": "integer"},
                 },
                 "required": ["input_tokens", "output_tokens"],
             },

@@ -40,6 +40,13 @@ def delta_text(data: dict) -> list[str]:
     return texts
 
 
+def count_chat_usage(call: Call, usage: dict) -> None:
+    """A chat answer's tokens: a thinking model's thinking is written output, and is
+    charged as output (Mira's usage counts it apart, as `thinking_tokens`)."""
+    call.tokens_in = usage.get("prompt_tokens", call.tokens_in)
+    call.tokens_out = usage.get("completion_tokens", 0) + (usage.get("thinking_tokens") or 0)
+
+
 class Translator:
     """Turns upstream chat chunks into what the caller's protocol expects.
 
@@ -89,8 +96,7 @@ class Translator:
         """Note the stream's units on the call: its usage, or, when the stream did not
         reach its usage chunk, the tokens of the text delivered."""
         if self.usage:
-            call.tokens_in = self.usage.get("prompt_tokens", call.tokens_in)
-            call.tokens_out = self.usage.get("completion_tokens", 0)
+            count_chat_usage(call, self.usage)
         else:
             call.tokens_out = count_tokens(self.delivered_text())
 

@@ -1,4 +1,12 @@
-"""POST /v1/responses: the Responses API, streamed or not."""
+"""POST /v1/responses: the Responses API, streamed or not.
+
+The request goes upstream as the caller sent it, in every shape the API has today
+(flat function tools, namespaces of them, custom tools, developer messages, reasoning,
+include, store, previous_response_id), and its events come back as the upstream sends
+them. A built-in tool (web search, file search, a computer...) is refused here, by
+name: the upstream runs no tools of its own, and an answer that silently went without
+one would be a wrong one.
+"""
 
 import json
 from typing import Any
@@ -8,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
 from gateway.catalog import output_limit
+from gateway.errors import ApiError
 from gateway.http import (
     MAX_OUTPUT_TOKENS,
     MODEL_CALL_ERRORS,
@@ -23,6 +32,10 @@ from upstream.tokens import count_tokens
 PATH = "/v1/responses"
 
 
+# The tool types a caller may offer: functions (the upstream answers with calls to them).
+TOOL_TYPES = ("function", "custom", "namespace")
+
+
 class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -32,6 +45,25 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+    store: bool | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+
+
+def check_tools(spec: ResponsesRequest) -> None:
+    """400, naming the tool, for a tool the upstream cannot call."""
+    for index, tool in enumerate(spec.tools or ()):
+        kind = tool.get("type")
+        if kind not in TOOL_TYPES:
+            raise ApiError(
+                400,
+                f"Unsupported 'tools[{index}]': {kind!r} is a built-in tool, which the upstream "
+                'does not have; offer function tools only (Codex: set web_search = "disabled").',
+                code="unsupported_tool",
+            )
 
 
 def prompt_tokens(spec: ResponsesRequest) -> int:
@@ -50,7 +82,18 @@ def prompt_tokens(spec: ResponsesRequest) -> int:
             )
     turns = len(items) + (1 if spec.instructions else 0)
     instructions = count_tokens(spec.instructions) if spec.instructions else 0
-    return instructions + count_tokens(text) + 4 * turns + 85 * images + 2
+    tools = count_tokens(json.dumps(spec.tools)) if spec.tools else 0
+    return instructions + tools + count_tokens(text) + 4 * turns + 85 * images + 2
+
+
+# The events that carry what the model wrote, counted when a stream ends before its usage.
+_WRITTEN = frozenset(
+    f"response.{kind}.delta"
+    for kind in (
+        "output_text", "function_call_arguments", "custom_tool_call_input",
+        "reasoning_summary_text", "reasoning_text",
+    )
+)  # fmt: skip
 
 
 class ResponsesTranslator(Translator):
@@ -59,7 +102,7 @@ class ResponsesTranslator(Translator):
     def chunk(self, chunk: Chunk) -> list[bytes]:
         data = chunk.data
         kind = data.get("type", "")
-        if kind == "response.output_text.delta":
+        if kind in _WRITTEN:
             self.text.append(data.get("delta", ""))
         usage = (data.get("response") or {}).get("usage")
         if usage:
@@ -85,6 +128,7 @@ def count_usage(call: pipeline.Call, usage: dict) -> None:
 async def responses(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     spec = validate(ResponsesRequest, body)
+    check_tools(spec)
     # Sent upstream as held for: the caller's limit (clamped to the model's) or the default.
     body["max_output_tokens"] = limit = await output_limit(spec.model, spec.max_output_tokens)
     call = await pipeline.start(

@@ -339,7 +339,7 @@ def test_a_value_of_the_wrong_json_type_is_a_400_not_converted(
     ("path", "content", "detail"),
     [
         ("/chat/completions", [{"type": "text", "text": 5}], "Invalid 'messages.0.content'"),
-        ("/messages", [{"type": "text", "text": {"a": 1}}], "Invalid text block: 'text' must be a string."),
+        ("/messages", [{"type": "text", "text": {"a": 1}}], "Invalid 'messages.0.content.0.text': must be a string."),
     ],
 )  # fmt: skip
 def test_a_text_part_whose_text_is_not_a_string_is_a_400(api, path, content, detail):

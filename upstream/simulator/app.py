@@ -136,6 +136,8 @@ class Simulator:
         self.settings = settings or SimulatorSettings()
         self.stats = SimulatorStats()
         self.jobs = jobs.JobStore()
+        # Responses kept for `previous_response_id`, oldest first (see chat.responses).
+        self.stored_responses: dict[str, list] = {}
         self.router = Router()
         _quiet_resets()
         add = self.router.add

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -17,6 +18,7 @@ from upstream.simulator.replies import (
     Turn,
     choose_tool,
     content_parts,
+    conversation,
     last_user,
     limit,
     prompt_tokens,
@@ -90,19 +92,63 @@ def _response_format(body: dict[str, Any], name: str = "response_format") -> dic
     return value
 
 
-def _tools(body: dict[str, Any]) -> list[Any]:
+# Tools that the API runs itself (the Responses API's built-in tools): Mira has none, so a
+# request that offers one is refused, naming it, rather than answered without it.
+BUILT_IN_TOOLS = (
+    "web_search", "web_search_preview", "file_search", "computer_use_preview",
+    "code_interpreter", "image_generation", "local_shell", "shell", "mcp", "apply_patch",
+)  # fmt: skip
+
+
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The offered functions, each as `{"type": "function", "function": {...}}`.
+
+    Chat nests a function's fields under `function`; the Responses API puts them on the
+    tool itself, groups some under a `namespace` tool (a call then names both), and has
+    `custom` tools that take free text. A namespaced function keeps its namespace, and a
+    custom tool its kind, beside the function."""
     tools = fields.list_(body, "tools", 128) or []
+    functions: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(tool, dict) and tool.get("type") == "function" and function is None:
-            # The Responses API puts the function's fields on the tool itself.
-            function = tool
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise ApiError(400, f"The 'tools[{index}].function.name' field is required.")
-    return [
-        t if isinstance(t.get("function"), dict) else {"type": "function", "function": t}
-        for t in tools
-    ]
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise ApiError(400, f"The '{where}' field must be an object.")
+        kind = tool.get("type", "function")
+        if kind in BUILT_IN_TOOLS or str(kind).startswith("web_search_"):
+            raise ApiError(
+                400,
+                f"The '{where}' tool is the built-in tool {kind!r}, which Mira does not have: "
+                "offer it as a function, or leave it out.",
+            )
+        if kind == "namespace":
+            members = tool.get("tools")
+            if not isinstance(tool.get("name"), str) or not isinstance(members, list):
+                raise ApiError(400, f"The '{where}' namespace needs a 'name' and 'tools'.")
+            for position, member in enumerate(members):
+                function = _function(member, f"{where}.tools[{position}]")
+                functions.append({**function, "namespace": tool["name"]})
+            continue
+        if kind not in ("function", "custom"):
+            raise ApiError(400, f"The '{where}.type' field {kind!r} is not a known tool type.")
+        functions.append(_function(tool, where))
+    return functions
+
+
+def _function(tool: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tool, dict):
+        raise ApiError(400, f"The '{where}' field must be an object.")
+    if tool.get("type") == "custom":
+        if not isinstance(tool.get("name"), str):
+            raise ApiError(400, f"The '{where}.name' field is required.")
+        schema = {"type": "object", "properties": {"input": {"type": "string"}}}
+        function = {"name": tool["name"], "parameters": schema}
+        return {"type": "function", "function": function, "custom": True}
+    function = tool.get("function")
+    if function is None:
+        function = tool
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ApiError(400, f"The '{where}.function.name' field is required.")
+    return {"type": "function", "function": function}
 
 
 class Answer:
@@ -110,9 +156,10 @@ class Answer:
 
     def __init__(self, body: dict[str, Any], turns: list[Turn], max_tokens: int | None) -> None:
         self.model: str = body["model"]
-        self.turns = turns
         self.prompt_tokens = prompt_tokens(turns)
-        self.tool_call: ToolCall | None = choose_tool(_tools(body), body.get("tool_choice"), turns)
+        self.turns = turns = conversation(turns)
+        self.tools = _tools(body)
+        self.tool_call: ToolCall | None = choose_tool(self.tools, body.get("tool_choice"), turns)
         self.thinking = thinking_text(turns) if self.model == "mira-thinking" else None
         if self.tool_call is not None:
             self.completion = Completion("", "tool_calls", count_tokens(self.tool_call.arguments))
@@ -124,6 +171,12 @@ class Answer:
         if structured is not None and not text_is_marked(turns):
             text = structured
         self.completion = limit(text, max_tokens=max_tokens, stop=_stop(body))
+
+    def tool(self) -> dict[str, Any]:
+        """The offered tool that the answer calls."""
+        assert self.tool_call is not None
+        name = self.tool_call.name
+        return next(t for t in self.tools if t["function"]["name"] == name)
 
     @property
     def thinking_tokens(self) -> int:
@@ -272,12 +325,18 @@ def _choice_chunks(answer: Answer, completion_id: str, created: int, index: int)
 
 # --- responses ----------------------------------------------------------------------
 
+# Input items that carry nothing the simulated model reads: its own earlier reasoning
+# (opaque to anyone else) and references to items it stored.
+_SILENT_ITEMS = ("reasoning", "item_reference", "compaction")
+# Stored responses (for `previous_response_id`): this many, the oldest forgotten first.
+MAX_STORED_RESPONSES = 1000
 
-def _turns_from_input(body: dict[str, Any]) -> list[Turn]:
-    turns: list[Turn] = []
+
+def _turns_from_input(body: dict[str, Any], earlier: list[Turn]) -> list[Turn]:
+    turns: list[Turn] = list(earlier)
     instructions = fields.string(body, "instructions")
     if instructions:
-        turns.append(Turn("system", instructions))
+        turns.insert(0, Turn("system", instructions))
     value = fields.required(body, "input")
     if isinstance(value, str):
         turns.append(Turn("user", value))
@@ -289,22 +348,29 @@ def _turns_from_input(body: dict[str, Any]) -> list[Turn]:
         if not isinstance(item, dict):
             raise ApiError(400, f"The 'input[{index}]' field must be an object.")
         kind = item.get("type", "message")
-        if kind == "function_call":
+        if kind in ("function_call", "custom_tool_call"):
             call_names[str(item.get("call_id"))] = str(item.get("name"))
             continue
-        if kind == "function_call_output":
+        if kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
-            text = output if isinstance(output, str) else json.dumps(output)
+            text, _ = content_parts(output) if isinstance(output, list) else (output, [])
+            text = text if isinstance(text, str) else json.dumps(output)
             turns.append(Turn("tool", text, [], call_names.get(str(item.get("call_id")))))
             continue
+        if kind in _SILENT_ITEMS:
+            continue
+        if kind != "message":
+            raise ApiError(400, f"The 'input[{index}].type' field {kind!r} is not supported.")
         role = item.get("role")
-        if role not in ROLES:
+        if role not in ("user", "assistant", "system", "developer"):
             raise ApiError(
-                400, f"The 'input[{index}].role' field must be one of: user, assistant, system."
+                400,
+                f"The 'input[{index}].role' field must be one of: "
+                "user, assistant, system, developer.",
             )
         text, images = content_parts(item.get("content"))
         turns.append(Turn(role, text, images))
-    if not turns:
+    if len(turns) == len(earlier):
         raise ApiError(400, "The 'input' field must not be empty.")
     return turns
 
@@ -312,74 +378,110 @@ def _turns_from_input(body: dict[str, Any]) -> list[Turn]:
 async def responses(sim: Any, request: Request) -> Response | StreamingResponse:
     body = request.json()
     fields.model(body, fields.CHAT_MODELS)
-    turns = _turns_from_input(body)
+    earlier: list[Turn] = []
+    previous = fields.string(body, "previous_response_id")
+    if previous is not None:
+        earlier = sim.stored_responses.get(previous)
+        if earlier is None:
+            raise ApiError(400, f"Previous response with id {previous!r} not found.")
+    turns = _turns_from_input(body, earlier)
     fields.number(body, "temperature", 0, 2)
+    fields.list_(body, "include")
+    fields.object_(body, "reasoning")
     cap = fields.MODEL_INFO[body["model"]]["max_output_tokens"]
     max_tokens = fields.integer(body, "max_output_tokens", 1, 1_000_000)
     stream = fields.boolean(body, "stream")
     answer = Answer(body, turns, min(max_tokens or cap, cap))
-    response_id = f"resp_{uuid.uuid4().hex}"
-    message_id = f"msg_{uuid.uuid4().hex}"
+    ids = _ResponseIds(
+        response=f"resp_{uuid.uuid4().hex}",
+        message=f"msg_{uuid.uuid4().hex}",
+        reasoning=f"rs_{uuid.uuid4().hex}",
+        encrypted="reasoning.encrypted_content" in (body.get("include") or ()),
+    )
+    if fields.boolean(body, "store", True):
+        _store(sim, ids.response, turns, answer)
     created = int(time.time())
     if stream:
-        return StreamingResponse(_response_events(answer, response_id, message_id, created))
-    return json_response(_response_object(answer, response_id, message_id, created, "completed"))
+        return StreamingResponse(_response_events(answer, ids, created))
+    return json_response(_response_object(answer, ids, created, "completed"))
 
 
-def _response_output(answer: Answer, message_id: str, text: str) -> list[dict[str, Any]]:
+def _store(sim: Any, response_id: str, turns: list[Turn], answer: Answer) -> None:
+    """Keep the conversation so far, so that a later request can go on from it."""
+    stored = sim.stored_responses
+    reply = answer.completion.text
+    if answer.tool_call is not None:
+        reply = f"(called {answer.tool_call.name})"
+    stored[response_id] = [*turns, Turn("assistant", reply)]
+    while len(stored) > MAX_STORED_RESPONSES:
+        del stored[next(iter(stored))]
+
+
+class _ResponseIds:
+    def __init__(self, *, response: str, message: str, reasoning: str, encrypted: bool) -> None:
+        self.response = response
+        self.message = message
+        self.reasoning = reasoning
+        self.encrypted = encrypted
+
+
+def _reasoning_item(answer: Answer, ids: _ResponseIds) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "reasoning",
+        "id": ids.reasoning,
+        "summary": [{"type": "summary_text", "text": answer.thinking}],
+    }
+    if ids.encrypted:
+        item["encrypted_content"] = base64.b64encode((answer.thinking or "").encode()).decode()
+    return item
+
+
+def _response_output(answer: Answer, ids: _ResponseIds) -> list[dict[str, Any]]:
+    output = [_reasoning_item(answer, ids)] if answer.thinking else []
     call = answer.tool_call
-    if call is not None:
-        return [
-            {
-                "type": "function_call",
-                "id": f"fc_{call.id[5:]}",
-                "call_id": call.id,
-                "name": call.name,
-                "arguments": call.arguments,
-                "status": "completed",
-            }
-        ]
-    return [
-        {
-            "type": "message",
-            "id": message_id,
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }
-    ]
+    if call is None:
+        content = [{"type": "output_text", "text": answer.completion.text, "annotations": []}]
+        message = {"type": "message", "id": ids.message, "status": "completed"}
+        return [*output, {**message, "role": "assistant", "content": content}]
+    tool = answer.tool()
+    if tool.get("custom"):
+        text = json.loads(call.arguments).get("input", "")
+        item = {"type": "custom_tool_call", "id": f"ctc_{call.id[5:]}", "input": text}
+    else:
+        item = {"type": "function_call", "id": f"fc_{call.id[5:]}", "arguments": call.arguments}
+    item |= {"call_id": call.id, "name": call.name, "status": "completed"}
+    if tool.get("namespace"):
+        item["namespace"] = tool["namespace"]
+    return [*output, item]
 
 
 def _response_object(
-    answer: Answer, response_id: str, message_id: str, created: int, status: str
+    answer: Answer, ids: _ResponseIds, created: int, status: str
 ) -> dict[str, Any]:
     done = status == "completed"
     truncated = done and answer.completion.finish_reason == "length"
-    output = _response_output(answer, message_id, answer.completion.text) if done else []
+    output_tokens = answer.completion.tokens + answer.thinking_tokens
+    usage = {
+        "input_tokens": answer.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": answer.thinking_tokens},
+        "total_tokens": answer.prompt_tokens + output_tokens,
+    }
     return {
-        "id": response_id,
+        "id": ids.response,
         "object": "response",
         "created_at": created,
         "model": answer.model,
         "status": "incomplete" if truncated else status,
         "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
         "error": None,
-        "output": output,
-        "usage": {
-            "input_tokens": answer.prompt_tokens,
-            "output_tokens": answer.completion.tokens + answer.thinking_tokens,
-            "total_tokens": answer.prompt_tokens
-            + answer.completion.tokens
-            + answer.thinking_tokens,
-        }
-        if done
-        else None,
+        "output": _response_output(answer, ids) if done else [],
+        "usage": usage if done else None,
     }
 
 
-async def _response_events(
-    answer: Answer, response_id: str, message_id: str, created: int
-) -> AsyncIterator[bytes]:
+async def _response_events(answer: Answer, ids: _ResponseIds, created: int) -> AsyncIterator[bytes]:
     sequence = 0
 
     def event(kind: str, **data: Any) -> bytes:
@@ -387,40 +489,47 @@ async def _response_events(
         sequence += 1
         return sse.encode({"type": kind, "sequence_number": sequence, **data}, event=kind)
 
-    started = _response_object(answer, response_id, message_id, created, "in_progress")
-    yield event("response.created", response=started)
-    final = _response_object(answer, response_id, message_id, created, "completed")
-    item = final["output"][0]
-    if answer.tool_call is None:
-        text = answer.completion.text
-        yield event(
-            "response.output_item.added",
-            output_index=0,
-            item={**item, "status": "in_progress", "content": []},
-        )
-        part = {"type": "output_text", "text": "", "annotations": []}
-        where = {"item_id": message_id, "output_index": 0, "content_index": 0}
-        yield event("response.content_part.added", **where, part=part)
-        for piece in tokenize(text):
-            yield event("response.output_text.delta", **where, delta=piece)
-        yield event("response.output_text.done", **where, text=text)
-        yield event("response.content_part.done", **where, part={**part, "text": text})
-    else:
-        yield event("response.output_item.added", output_index=0, item={**item, "arguments": ""})
-        for piece in tokenize(answer.tool_call.arguments):
+    yield event("response.created", response=_response_object(answer, ids, created, "in_progress"))
+    final = _response_object(answer, ids, created, "completed")
+    for position, item in enumerate(final["output"]):
+        kind = item["type"]
+        if kind == "reasoning":
             yield event(
-                "response.function_call_arguments.delta",
-                item_id=item["id"],
-                output_index=0,
-                delta=piece,
+                "response.output_item.added", output_index=position, item={**item, "summary": []}
             )
-        yield event(
-            "response.function_call_arguments.done",
-            item_id=item["id"],
-            output_index=0,
-            arguments=answer.tool_call.arguments,
-        )
-    yield event("response.output_item.done", output_index=0, item=item)
+            part = {"type": "summary_text", "text": ""}
+            where = {"item_id": item["id"], "output_index": position, "summary_index": 0}
+            yield event("response.reasoning_summary_part.added", **where, part=part)
+            for piece in tokenize(answer.thinking or ""):
+                yield event("response.reasoning_summary_text.delta", **where, delta=piece)
+            yield event("response.reasoning_summary_text.done", **where, text=answer.thinking)
+            done_part = {**part, "text": answer.thinking}
+            yield event("response.reasoning_summary_part.done", **where, part=done_part)
+        elif kind == "message":
+            text = answer.completion.text
+            added = {**item, "status": "in_progress", "content": []}
+            yield event("response.output_item.added", output_index=position, item=added)
+            part = {"type": "output_text", "text": "", "annotations": []}
+            where = {"item_id": item["id"], "output_index": position, "content_index": 0}
+            yield event("response.content_part.added", **where, part=part)
+            for piece in tokenize(text):
+                yield event("response.output_text.delta", **where, delta=piece)
+            yield event("response.output_text.done", **where, text=text)
+            yield event("response.content_part.done", **where, part={**part, "text": text})
+        else:
+            field = "input" if kind == "custom_tool_call" else "arguments"
+            added = {**item, "status": "in_progress", field: ""}
+            yield event("response.output_item.added", output_index=position, item=added)
+            where = {"item_id": item["id"], "output_index": position}
+            name = (
+                "custom_tool_call_input"
+                if kind == "custom_tool_call"
+                else "function_call_arguments"
+            )
+            for piece in tokenize(item[field]):
+                yield event(f"response.{name}.delta", **where, delta=piece)
+            yield event(f"response.{name}.done", **where, **{field: item[field]})
+        yield event("response.output_item.done", output_index=position, item=item)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     yield event(kind, response=final)
     yield sse.encode_done()

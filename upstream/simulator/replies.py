@@ -101,6 +101,39 @@ def content_parts(content: Any) -> tuple[str, list[Image]]:
     return "\n".join(texts), images
 
 
+# Context a client attaches to the user's turn (coding agents send reminders and their
+# environment this way): not something the user said, so it is neither quoted nor
+# searched for tool names.
+_CLIENT_CONTEXT = re.compile(
+    r"<(system-reminder|environment_context|user_instructions|permissions instructions)>"
+    r".*?</\1>\s*",
+    re.DOTALL,
+)
+
+
+def said(text: str) -> str:
+    """What the user wrote, without the context a client attached to it."""
+    if "<" not in text:
+        return text
+    return _CLIENT_CONTEXT.sub("", text).strip()
+
+
+def conversation(turns: list[Turn]) -> list[Turn]:
+    """The turns the answer is drawn from: user turns without attached context, and
+    none that said nothing (a turn of reminders alone follows a tool result in some
+    clients, and must not hide it)."""
+    out = []
+    for turn in turns:
+        if turn.role == "user":
+            text = said(turn.text)
+            if not text and not turn.images:
+                continue
+            if text is not turn.text:
+                turn = Turn(turn.role, text, turn.images, turn.name)
+        out.append(turn)
+    return out
+
+
 def last_user(turns: list[Turn]) -> Turn | None:
     for turn in reversed(turns):
         if turn.role == "user":
@@ -196,7 +229,10 @@ def prompt_tokens(turns: list[Turn]) -> int:
 
 
 def _string_for(key: str, prompt: str) -> str:
-    quoted = re.search(r"[\"“']([^\"”']{1,80})[\"”']", prompt)
+    # Code in backticks first (`echo hi` is how a prompt names a command), then quotes.
+    quoted = re.search(r"`([^`]{1,200})`", prompt) or re.search(
+        r"[\"“']([^\"”']{1,80})[\"”']", prompt
+    )
     if key.lower() in ("query", "q", "text", "prompt", "question", "input", "message"):
         return prompt.strip()[:120] or "example"
     if quoted:
@@ -209,8 +245,11 @@ def _string_for(key: str, prompt: str) -> str:
     return words[0] if words else "example"
 
 
-def sample(schema: Any, prompt: str, key: str = "value", depth: int = 0) -> Any:
-    """A value that satisfies a (simple) JSON schema, filled from the prompt."""
+def sample(
+    schema: Any, prompt: str, key: str = "value", depth: int = 0, *, lean: bool = False
+) -> Any:
+    """A value that satisfies a (simple) JSON schema, filled from the prompt. A `lean`
+    object has only its required properties, as a model's tool call would."""
     if not isinstance(schema, dict) or depth > 8:
         return None
     if "const" in schema:
@@ -219,7 +258,7 @@ def sample(schema: Any, prompt: str, key: str = "value", depth: int = 0) -> Any:
         return schema["enum"][0]
     for combo in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(combo), list) and schema[combo]:
-            return sample(schema[combo][0], prompt, key, depth + 1)
+            return sample(schema[combo][0], prompt, key, depth + 1, lean=lean)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -227,14 +266,17 @@ def sample(schema: Any, prompt: str, key: str = "value", depth: int = 0) -> Any:
         kind = "object" if "properties" in schema else "string"
     if kind == "object":
         properties = schema.get("properties") or {}
+        required = schema.get("required")
         return {
-            name: sample(sub, prompt, name, depth + 1)
+            name: sample(sub, prompt, name, depth + 1, lean=lean)
             for name, sub in properties.items()
             if isinstance(name, str)
+            and not (lean and isinstance(required, list) and name not in required)
         }
     if kind == "array":
         count = max(1, int(schema.get("minItems", 1) or 1))
-        return [sample(schema.get("items") or {}, prompt, key, depth + 1) for _ in range(count)]
+        items = schema.get("items") or {}
+        return [sample(items, prompt, key, depth + 1, lean=lean) for _ in range(count)]
     if kind == "integer":
         return int(schema.get("minimum", 1))
     if kind == "number":
@@ -271,6 +313,11 @@ class ToolCall:
     arguments: str
 
 
+def _names(name: str, prompt: str) -> bool:
+    """Whether the prompt names the tool: its name as a word of its own, any case."""
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", prompt, re.IGNORECASE) is not None
+
+
 def choose_tool(tools: list[Any], tool_choice: Any, turns: list[Turn]) -> ToolCall | None:
     """A call to one of the offered tools, when the conversation asks for one."""
     functions = [
@@ -289,10 +336,9 @@ def choose_tool(tools: list[Any], tool_choice: Any, turns: list[Turn]) -> ToolCa
         wanted = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
         chosen = next((f for f in functions if f["name"] == wanted), None)
     if chosen is None:
-        lowered = prompt.lower()
         for function in functions:
-            name = function["name"].lower()
-            if name in lowered or name.replace("_", " ") in lowered:
+            name = function["name"]
+            if _names(name, prompt) or ("_" in name and _names(name.replace("_", " "), prompt)):
                 chosen = function
                 break
     if chosen is None and (
@@ -301,6 +347,6 @@ def choose_tool(tools: list[Any], tool_choice: Any, turns: list[Turn]) -> ToolCa
         chosen = functions[0]
     if chosen is None:
         return None
-    arguments = sample(chosen.get("parameters") or {"type": "object"}, prompt)
+    arguments = sample(chosen.get("parameters") or {"type": "object"}, prompt, lean=True)
     digest = hashlib.sha256((chosen["name"] + prompt).encode()).hexdigest()[:24]
     return ToolCall(f"call_{digest}", chosen["name"], json.dumps(arguments))
