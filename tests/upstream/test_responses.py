@@ -1,6 +1,9 @@
 """The Responses API through the client, streamed and not."""
 
+import pytest
+
 from upstream import client
+from upstream.errors import UpstreamError
 
 
 async def test_it_answers_a_response_with_output_text(upstream_fleet):
@@ -55,3 +58,58 @@ async def test_it_requires_input(upstream_fleet):
         assert error.detail == "The 'input' field is required."
     else:
         raise AssertionError("a response without input was accepted")
+
+
+# --- the shapes coding agents send ---------------------------------------------------
+
+
+async def test_a_custom_tool_is_called_with_free_text(upstream_fleet):
+    body = {
+        "model": "mira",
+        "input": "Use apply_patch to change `README.md`",
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Apply a patch"}],
+    }
+    (call,) = (await client.responses(upstream_fleet, body)).json()["output"]
+    assert call["type"] == "custom_tool_call" and call["name"] == "apply_patch"
+    assert call["input"] == "README.md" and call["call_id"].startswith("call_")
+
+
+async def test_a_built_in_tool_is_refused_by_name(upstream_fleet):
+    body = {"model": "mira", "input": "Look it up", "tools": [{"type": "web_search"}]}
+    with pytest.raises(UpstreamError) as refused:
+        await client.responses(upstream_fleet, body)
+    assert refused.value.status == 400 and "'web_search'" in refused.value.detail
+
+
+async def test_reminders_a_client_attaches_are_not_the_question(upstream_fleet):
+    # A tool named like a word of the reminder is not called, and the reply quotes what
+    # the user wrote.
+    reminder = "<system-reminder>\nAn agent may read files.\n</system-reminder>"
+    body = {
+        "model": "mira",
+        "input": [
+            {"role": "developer", "content": "You are a coding agent."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": reminder},
+                    {"type": "input_text", "text": "Say hello"},
+                ],
+            },
+        ],  # fmt: skip
+        "tools": [{"type": "function", "name": "agent", "parameters": {"type": "object"}}],
+    }
+    (message,) = (await client.responses(upstream_fleet, body)).json()["output"]
+    assert message["type"] == "message"
+    assert message["content"][0]["text"].startswith('You asked: "Say hello"')
+
+
+async def test_an_unstored_response_cannot_be_gone_on_from(upstream_fleet):
+    first = (
+        await client.responses(upstream_fleet, {"model": "mira", "input": "Hi", "store": False})
+    ).json()
+    with pytest.raises(UpstreamError) as refused:
+        await client.responses(
+            upstream_fleet, {"model": "mira", "input": "And?", "previous_response_id": first["id"]}
+        )
+    assert refused.value.status == 400 and first["id"] in refused.value.detail

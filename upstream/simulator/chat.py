@@ -140,7 +140,8 @@ def _function(tool: Any, where: str) -> dict[str, Any]:
     if tool.get("type") == "custom":
         if not isinstance(tool.get("name"), str):
             raise ApiError(400, f"The '{where}.name' field is required.")
-        schema = {"type": "object", "properties": {"input": {"type": "string"}}}
+        # One string of free text: what the prompt quotes, if anything.
+        schema = {"type": "object", "properties": {"content": {"type": "string"}}}
         function = {"name": tool["name"], "parameters": schema}
         return {"type": "function", "function": function, "custom": True}
     function = tool.get("function")
@@ -445,7 +446,7 @@ def _response_output(answer: Answer, ids: _ResponseIds) -> list[dict[str, Any]]:
         return [*output, {**message, "role": "assistant", "content": content}]
     tool = answer.tool()
     if tool.get("custom"):
-        text = json.loads(call.arguments).get("input", "")
+        text = json.loads(call.arguments).get("content", "")
         item = {"type": "custom_tool_call", "id": f"ctc_{call.id[5:]}", "input": text}
     else:
         item = {"type": "function_call", "id": f"fc_{call.id[5:]}", "arguments": call.arguments}
