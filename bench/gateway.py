@@ -51,12 +51,16 @@ from bench.simulator import KEY_VARIABLE
 
 PATH = "/v1/chat/completions"
 IMAGE_PATH = "/v1/images/generate"
-MODES = ("chat", "stream", "image")
+SPEECH_PATH = "/v1/audio/speech"
+MODES = ("chat", "stream", "image", "speech")
 PROMPT = "Say hello to the benchmark in a few words."
 IMAGE_PROMPT = "A lighthouse at dusk"
 # The simulator draws and encodes each picture (tens of milliseconds of CPU), so image
 # calls run at these concurrencies only, and fewer of them (--image-requests).
 IMAGE_CONCURRENCY = (1, 4)
+# A speech call runs espeak-ng in the simulator (a process per call, tens of milliseconds),
+# so it is measured like images; WAV, so that no encoder's time hides the gateway's.
+SPEECH_TEXT = "The lighthouse keeper counted the ships that passed at dusk."
 
 
 # --- options ------------------------------------------------------------------------
@@ -96,7 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=_int_list, default=[1, 16, 64], help="default 1,16,64"
     )
-    parser.add_argument("--modes", type=_modes, default=list(MODES), help="chat,stream,image")
+    parser.add_argument(
+        "--modes", type=_modes, default=list(MODES), help="chat,stream,image,speech"
+    )
     parser.add_argument(
         "--requests-c1", type=int, default=1000, help="timed calls at concurrency 1"
     )
@@ -299,6 +305,9 @@ def request_body(mode: str, max_tokens: int) -> bytes:
         image = {"prompt": IMAGE_PROMPT, "size": "1024x1024", "quality": "low",
                  "response_format": "b64_json"}  # fmt: skip
         return json.dumps(image, separators=(",", ":")).encode()
+    if mode == "speech":
+        speech = {"input": SPEECH_TEXT, "voice": "aria", "response_format": "wav"}
+        return json.dumps(speech, separators=(",", ":")).encode()
     body: dict[str, object] = {
         "model": "mira",
         "messages": [{"role": "user", "content": PROMPT}],
@@ -321,15 +330,20 @@ def _complete_image(answer: Answer) -> bool:
     return answer.body.startswith(b"{") and b'"b64_json"' in answer.body
 
 
+def _complete_speech(answer: Answer) -> bool:
+    return answer.body.startswith(b"RIFF") and len(answer.body) > 10_000
+
+
 def target(name: str, port: int, key: str, mode: str, max_tokens: int) -> Target:
     """A prepared chat (or image) call to a server on this machine."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     if mode == "stream":
         headers["Accept"] = "text/event-stream"
-    path = IMAGE_PATH if mode == "image" else PATH
+    path = {"image": IMAGE_PATH, "speech": SPEECH_PATH}.get(mode, PATH)
     raw = build_request(HOST, port, path, request_body(mode, max_tokens), headers)
     stream = mode == "stream"
-    checks = {"chat": _complete_json, "stream": _complete_stream, "image": _complete_image}
+    checks = {"chat": _complete_json, "stream": _complete_stream, "image": _complete_image,
+              "speech": _complete_speech}  # fmt: skip
     return Target(
         name=name,
         host=HOST,
@@ -341,8 +355,9 @@ def target(name: str, port: int, key: str, mode: str, max_tokens: int) -> Target
 
 
 def concurrencies(mode: str, asked: list[int]) -> list[int]:
-    """The concurrencies a mode runs at: image calls only at the low ones asked for."""
-    if mode != "image":
+    """The concurrencies a mode runs at: image and speech calls only at the low ones asked
+    for."""
+    if mode not in ("image", "speech"):
         return asked
     return [c for c in asked if c in IMAGE_CONCURRENCY] or [1]
 
@@ -408,7 +423,7 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
         for concurrency in concurrencies(mode, args.concurrency):
             requests = args.requests_c1 if concurrency == 1 else args.requests
             warmup = args.warmup
-            if mode == "image":
+            if mode in ("image", "speech"):
                 requests, warmup = args.image_requests, min(warmup, 10)
             plan = Plan(
                 concurrency=concurrency,
@@ -490,6 +505,8 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         f"images: POST {IMAGE_PATH}, one 1024x1024 picture of low quality as base64, "
         f"{args.image_requests} timed at each of c={'/'.join(map(str, IMAGE_CONCURRENCY))} "
         "asked for (c=1 otherwise)",
+        f"speech: POST {SPEECH_PATH}, {len(SPEECH_TEXT)} characters as WAV (espeak-ng), as many "
+        "calls as images, at the same concurrencies",
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
         f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "

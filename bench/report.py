@@ -11,7 +11,7 @@ from bench.load import Samples, Summary
 
 @dataclass
 class Run:
-    """One timed run: a mode ("chat", "stream" or "image") at a concurrency, direct or through the
+    """One timed run: a mode ("chat", "stream", "image" or "speech") at a concurrency, direct or through the
     gateway, with what it measured and the CPU seconds each process spent meanwhile."""
 
     mode: str
@@ -90,6 +90,7 @@ _SERIES = {
     "chat": [("chat, complete", "total")],
     "stream": [("stream, last byte", "total"), ("stream, first chunk", "first")],
     "image": [("image, complete", "total")],
+    "speech": [("speech, last byte", "total"), ("speech, first byte", "first")],
 }
 
 
