@@ -467,7 +467,8 @@ async def transcribe(request: HttpRequest) -> HttpResponse:
         )  # fmt: skip
     except ApiError as exc:
         if exc.status in (400, 413):
-            return await respond(request, form, status=400, file_error=exc.detail)
+            error = f"{upload.name}: {exc.detail}" if upload.name else exc.detail
+            return await respond(request, form, status=400, file_error=error)
         return await respond(request, form, status=200, transcription_error=_explain(exc))
     duration_ms = _ms(started)
     run = await VoiceRun.objects.acreate(
@@ -498,6 +499,10 @@ def _transcription_response(
 
 
 # --- code, history ---------------------------------------------------------------------
+
+
+# Beside the snippets: why the Python ones name a model the page did not send.
+CODE_NOTE = "The OpenAI SDK asks for a model: any of the console's models does."
 
 
 def _run_snippets(run: VoiceRun, base_url: str) -> list[code.Snippet]:
@@ -532,9 +537,11 @@ async def view_code(request: HttpRequest) -> HttpResponse:
             bodies = form.bodies()
             context = {"snippets": code.speech_snippets(bodies[0], base_url)}
             if len(bodies) > 1:
-                context["code_note"] = "Send it again with the second voice to compare."
+                context["code_note"] = "To compare, send it again with the second voice."
         else:
             context = {"code_error": _form_errors(form)}
+    if "snippets" in context:
+        context["code_note"] = " ".join(filter(None, [CODE_NOTE, context.get("code_note")]))
     return await sync_to_async(render)(request, TEMPLATE + "#code", context)
 
 
