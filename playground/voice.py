@@ -2,11 +2,12 @@
 text (an uploaded file, or a recording from the microphone).
 
 Speech takes two requests, so that the player starts with the first bytes: the form (a
-CSRF-checked POST) is checked and answered with players whose source is a *ticket*, the
-exact request signed for the member and the workspace. The player's GET of its ticket
-calls `gateway.audio.speak_streamed` as the member and relays the audio as the upstream
-sends it; once complete (and kept as the workspace's file) the run is written, and the
-player's status, polled, shows its cost and time. A ticket is spoken once: asked again
+CSRF-checked POST) is checked and answered with players whose source is a *ticket*: a
+request id signed for the member and the workspace, its exact body waiting in the shared
+cache for a quarter of an hour. The player's GET of its ticket calls
+`gateway.audio.speak_streamed` as the member and relays the audio as the upstream sends
+it; once complete (and kept as the workspace's file) the run is written, and the player's
+status, polled, shows its cost and time. A ticket is spoken once: asked again
 (a browser reading its source anew), it answers with the kept file.
 
 Transcription calls `gateway.audio.transcribe` as the member. A call the gateway refuses
@@ -116,9 +117,14 @@ def _salt(request: HttpRequest) -> str:
     return f"{TICKET_SALT}:{request.workspace.pk}:{request.user.pk}"
 
 
-def _ticket(request: HttpRequest, body: dict, *, request_id: str, group: str, slot: int) -> str:
-    data = {"body": body, "request_id": request_id, "group": group, "slot": slot}
-    return signing.dumps(data, salt=_salt(request), compress=True)
+async def _ticket(
+    request: HttpRequest, body: dict, *, request_id: str, group: str, slot: int
+) -> str:
+    """A player's source: the body waits in the (shared) cache, so that the link stays short
+    whatever the text."""
+    await cache.aset(_body_key(request_id), body, TICKET_SECONDS)
+    data = {"request_id": request_id, "group": group, "slot": slot}
+    return signing.dumps(data, salt=_salt(request))
 
 
 def _read_ticket(request: HttpRequest, token: str) -> dict:
@@ -128,6 +134,10 @@ def _read_ticket(request: HttpRequest, token: str) -> dict:
     except signing.BadSignature:
         raise Http404("No such speech, or it is too old: speak it again.") from None
     return data
+
+
+def _body_key(request_id: str) -> str:
+    return f"playground.voice.body:{request_id}"
 
 
 def _started_key(request_id: str) -> str:
@@ -297,7 +307,7 @@ async def speak(request: HttpRequest) -> HttpResponse:
     players = []
     for slot, body in enumerate(form.bodies()):
         request_id = new_request_id()
-        ticket = _ticket(request, body, request_id=request_id, group=group, slot=slot)
+        ticket = await _ticket(request, body, request_id=request_id, group=group, slot=slot)
         players.append(
             _player(request, names, body=body, ticket=ticket, request_id=request_id, slot=slot)
         )
@@ -321,6 +331,9 @@ async def stream(request: HttpRequest) -> HttpResponse:
         if run.file_id not in links:
             raise Http404("This speech is no longer kept.")
         return HttpResponseRedirect(links[run.file_id])
+    body = await cache.aget(_body_key(request_id))
+    if body is None:
+        raise Http404("This speech is too old: speak it again.")
     if not await cache.aadd(_started_key(request_id), True, TICKET_SECONDS):
         return HttpResponse(
             "This speech is being spoken already.", status=409, content_type="text/plain"
@@ -328,13 +341,13 @@ async def stream(request: HttpRequest) -> HttpResponse:
     started = time.monotonic()
     try:
         relay = await audio.speak_streamed(
-            media.caller_of(request), ticket["body"], request_id=request_id, request=request
+            media.caller_of(request), body, request_id=request_id, request=request
         )
     except ApiError as exc:
         await cache.aset(_failed_key(request_id), _explain(exc), TICKET_SECONDS)
         return HttpResponse(exc.detail, status=exc.status, content_type="text/plain")
     response = StreamingHttpResponse(
-        _relayed(request, relay, ticket, started), content_type=relay.content_type
+        _relayed(request, relay, ticket | {"body": body}, started), content_type=relay.content_type
     )
     response["Cache-Control"] = "no-store"
     response._resource_closers.append(relay.close_soon)
@@ -350,15 +363,20 @@ async def _relayed(
 ) -> AsyncIterator[bytes]:
     """The relay's pieces; the run is written once the audio is complete and kept."""
     first_byte_ms = None
+    failure = "The player left before the end: the speech was charged but not kept."
     try:
         async for piece in relay.pieces():
             if first_byte_ms is None:
                 first_byte_ms = _ms(started)
             yield piece
+        failure = ""
     except Exception:
-        message = "The upstream failed while speaking: nothing was kept. Speak it again."
-        await cache.aset(_failed_key(ticket["request_id"]), message, TICKET_SECONDS)
+        failure = "The upstream failed while speaking: nothing was kept. Speak it again."
         raise
+    finally:
+        if failure:
+            # Said by the player's status, which would otherwise wait for the run.
+            cache.set(_failed_key(ticket["request_id"]), failure, TICKET_SECONDS)
     duration_ms = _ms(started)
     await VoiceRun.objects.acreate(
         workspace=request.workspace,
@@ -380,17 +398,14 @@ async def _relayed(
 async def status(request: HttpRequest) -> HttpResponse:
     """A player's status, polled while it streams: its cost and time once the run is kept."""
     ticket = _read_ticket(request, request.GET.get("ticket", ""))
-    voices, _ = await _voices(request)
-    return await sync_to_async(_status)(request, ticket, request.GET["ticket"], voices)
+    return await sync_to_async(_status)(request, ticket, request.GET["ticket"])
 
 
-def _status(request: HttpRequest, ticket: dict, token: str, voices: list[dict]) -> HttpResponse:
-    names = _names(voices)
+def _status(request: HttpRequest, ticket: dict, token: str) -> HttpResponse:
+    names: dict[str, str] = {}  # the status shows no voice's name
     run = _runs(request).filter(request_id=ticket["request_id"]).first()
     if run is None:
-        player = _player(
-            request, names, body=ticket["body"], ticket=token, request_id=ticket["request_id"]
-        )
+        player = _player(request, names, body={}, ticket=token, request_id=ticket["request_id"])
         player["failed"] = cache.get(_failed_key(ticket["request_id"]), "")
         return render(request, TEMPLATE + "#player-status", {"player": player})
     links = media.sounds(request, [run.file_id])

@@ -11,6 +11,7 @@ import wave
 import httpx
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 
 from accounts.roles import Role as MemberRole
 from console.models import UsageRecord
@@ -204,7 +205,29 @@ def test_a_forged_or_anothers_ticket_is_not_found(
     (src,) = sources(speak(alice_client).content.decode())
     assert listen(asgi_server, bob_client, src).status_code == 404
     assert listen(asgi_server, alice_client, src[:-3] + "abc").status_code == 404
+    cache.clear()  # as after a quarter of an hour: the body it stood for is gone
+    assert listen(asgi_server, alice_client, src).status_code == 404
     assert not VoiceRun.objects.exists()
+
+
+def test_an_upstream_failure_is_shown_by_the_player_and_nothing_is_kept(
+    alice_client, upstream_fleet, asgi_server, start_simulator, make_fleet
+):
+    from upstream.fleet import set_fleet
+
+    page = speak(alice_client).content.decode()
+    (src,), (status,) = sources(page), statuses(page)
+    previous = set_fleet(make_fleet(start_simulator(fail_status=503), names=["failing"]))
+    try:
+        answer = listen(asgi_server, alice_client, src)
+    finally:
+        set_fleet(previous)
+    assert answer.status_code == 503
+    shown = text_of(alice_client.get(status, **HTMX).content.decode())
+    assert "The upstream is unavailable (503)" in shown
+    assert not VoiceRun.objects.exists()
+    # The ticket is spent: the player asking again does not call again.
+    assert listen(asgi_server, alice_client, src).status_code == 409
 
 
 def test_an_uploaded_wav_is_transcribed_to_its_spoken_text(alice, alice_client, spoken):
