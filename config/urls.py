@@ -9,6 +9,7 @@ from gateway import fleet_page
 from playground import images as playground_images
 from playground import views as playground_views
 from playground import vision as playground_vision
+from playground import voice as playground_voice
 
 # The admin signs in through allauth like every page, so that two-factor codes and the
 # failed sign-in throttle apply; its own password form would pass both.
@@ -42,6 +43,7 @@ workspace_patterns = [
     ),
     *_under("playground/images/", playground_images),
     *_under("playground/vision/", playground_vision),
+    *_under("playground/voice/", playground_voice),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

@@ -180,3 +180,51 @@ def vision_snippets(body: dict, base_url: str) -> list[Snippet]:
         Snippet("python", "Python", "python", python_code),
         Snippet("javascript", "JavaScript", "javascript", javascript_code),
     ]
+
+
+# The OpenAI SDKs' audio methods ask for a model; the console's speech takes any name here.
+SPEECH_MODEL = "mira"
+
+
+def speech_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """An audio/speech request: the audio is written to a file as it arrives."""
+    extension = body.get("response_format", "mp3")
+    named = {"model": body.get("model", SPEECH_MODEL)} | body
+    arguments = "\n".join(f"    {name}={_python(value, 1)}," for name, value in named.items())
+    python_code = (
+        _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + "with client.audio.speech.with_streaming_response.create(\n"
+        + arguments
+        + f'\n) as response:\n    response.stream_to_file("speech.{extension}")\n'
+    )
+    curl_code = curl(body, base_url, "/audio/speech") + f" \\\n  --output speech.{extension}"
+    return [
+        Snippet("curl", "curl", "bash", curl_code),
+        Snippet("python", "Python", "python", python_code),
+    ]
+
+
+def transcription_snippets(
+    fields: dict, base_url: str, filename: str = "audio.wav"
+) -> list[Snippet]:
+    """An audio/transcriptions request of a local file (the form's other fields as they were)."""
+    form = " \\\n".join(f"  -F {shlex.quote(f'{k}={v}')}" for k, v in fields.items())
+    curl_code = (
+        f"curl {base_url}/audio/transcriptions \\\n"
+        '  -H "Authorization: Bearer $MIRA_API_KEY" \\\n'
+        f"  -F file=@{shlex.quote(filename)}" + (" \\\n" + form if form else "")
+    )
+    named = {"model": fields.get("model", SPEECH_MODEL)} | fields
+    arguments = "".join(f"        {k}={_python(v, 2)},\n" for k, v in named.items())
+    python_code = (
+        _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + f'with open({json.dumps(filename)}, "rb") as audio:\n'
+        + "    transcript = client.audio.transcriptions.create(\n"
+        + "        file=audio,\n"
+        + arguments
+        + "    )\nprint(transcript.text)\n"
+    )
+    return [
+        Snippet("curl", "curl", "bash", curl_code),
+        Snippet("python", "Python", "python", python_code),
+    ]

@@ -95,3 +95,95 @@ class VisionForm(forms.Form):
     mode = forms.ChoiceField(
         choices=[("bbox", "Box"), ("grid", "Grid cells")], widget=forms.RadioSelect
     )
+
+
+# The speech formats the page offers: those a browser's <audio> plays. The gateway also
+# takes `pcm` (raw samples, no container) and `opus`, which the simulator does not make.
+SPEECH_FORMATS = [("mp3", "MP3"), ("wav", "WAV")]
+MAX_SPEECH_CHARACTERS = 4096
+_SPEED_ERRORS = {
+    "min_value": "Choose a speed between 0.25 and 4.",
+    "max_value": "Choose a speed between 0.25 and 4.",
+    "invalid": "Choose a speed between 0.25 and 4.",
+    "required": "Choose a speed between 0.25 and 4.",
+}
+
+
+class SpeechForm(forms.Form):
+    """The Voice page's speech form: a text, a voice (two to compare), a speed and a format.
+
+    `voices` are (id, label) pairs of the voices the gateway lists.
+    """
+
+    input = forms.CharField(
+        label="Text",
+        max_length=MAX_SPEECH_CHARACTERS,
+        strip=True,
+        error_messages={
+            "required": "Write the text to speak.",
+            "max_length": f"Keep the text to {MAX_SPEECH_CHARACTERS:,} characters.",
+        },
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Hello! This is how I sound."}),
+    )
+    voice = forms.ChoiceField(error_messages={"invalid_choice": "Pick one of the voices."})
+    voice_b = forms.ChoiceField(
+        label="Second voice",
+        required=False,
+        error_messages={"invalid_choice": "Pick one of the voices."},
+    )
+    speed = forms.FloatField(
+        min_value=0.25,
+        max_value=4.0,
+        error_messages=_SPEED_ERRORS,
+        widget=forms.NumberInput(attrs={"step": "0.05", "inputmode": "decimal"}),
+    )
+    response_format = forms.ChoiceField(label="Format", choices=SPEECH_FORMATS)
+
+    def __init__(self, *args, voices: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["voice"].choices = voices
+        self.fields["voice_b"].choices = [("", "Pick a second voice")] + voices
+
+    def clean(self) -> dict:
+        data = super().clean()
+        comparing = self.data.get("action") == "compare"
+        if comparing and not data.get("voice_b"):
+            self.add_error("voice_b", "Pick a second voice to compare with.")
+        elif comparing and data.get("voice_b") == data.get("voice"):
+            self.add_error("voice_b", "Pick a voice other than the first.")
+        return data
+
+    @property
+    def comparing(self) -> bool:
+        return self.data.get("action") == "compare"
+
+    def bodies(self) -> list[dict]:
+        """The exact request bodies the page sends: one, or one per voice compared."""
+        data = self.cleaned_data
+        voices = [data["voice"]] + ([data["voice_b"]] if self.comparing else [])
+        return [
+            {
+                "input": data["input"],
+                "voice": voice,
+                "response_format": data["response_format"],
+                "speed": data["speed"],
+            }
+            for voice in voices
+        ]
+
+
+class TranscriptionForm(forms.Form):
+    """The Voice page's transcription form; the audio is an uploaded or recorded file."""
+
+    file = forms.FileField(
+        label="Audio",
+        required=False,  # checked by the view, which says what to do instead
+    )
+    language = forms.CharField(
+        required=False,
+        min_length=2,
+        max_length=16,
+        strip=True,
+        error_messages={"min_length": "Write a language code such as en or ru, or leave it empty."},
+        widget=forms.TextInput(attrs={"placeholder": "auto", "autocomplete": "off"}),
+    )

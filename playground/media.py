@@ -80,3 +80,9 @@ async def upload(request: HttpRequest, upload: UploadedFile) -> Picture:
     # The page's own links are relative, like those `pictures()` signs.
     url = described["url"].removeprefix(media.base_url(request))
     return Picture(described["id"], url, reference(request, described["id"]))
+
+
+def sounds(request: HttpRequest, file_ids: list[str]) -> dict[str, str]:
+    """Fresh links to the workspace's audio files among `file_ids` (others are left out)."""
+    stored = StoredFile.objects.for_workspace(request.workspace.pk).filter(pk__in=file_ids)
+    return {f.id: media.signed_path(f) for f in stored if f.content_type.startswith("audio/")}

@@ -208,3 +208,56 @@ class ImageRun(models.Model):
     @property
     def file_ids(self) -> list[str]:
         return [r["file_id"] for r in self.results if r.get("file_id")]
+
+
+class VoiceRunQuerySet(models.QuerySet["VoiceRun"]):
+    def for_member(self, workspace: Workspace, user) -> "VoiceRunQuerySet":
+        """A member's own voice runs in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class VoiceRun(models.Model):
+    """One call of the Voice page: a speech, or a transcription.
+
+    A speech keeps the exact body it was sent with and the file its audio was kept as
+    (the page signs a fresh link each time it shows it); two speeches of one comparison
+    share a `group`. A transcription keeps its form's fields and the answer (`text`,
+    `language`, `duration`). A run is written only once its call succeeded.
+    """
+
+    class Kind(models.TextChoices):
+        SPEECH = "speech", "Speech"
+        TRANSCRIPTION = "transcription", "Transcription"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_voice_runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_voice_runs"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    group = models.CharField(max_length=64, blank=True, help_text="the comparison it is part of")
+    request = models.JSONField(default=dict)
+    result = models.JSONField(default=dict, blank=True)
+    file_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, unique=True)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    duration_ms = models.PositiveIntegerField(default=0)
+    first_byte_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = VoiceRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Voice run {self.pk}"
+
+    @property
+    def text(self) -> str:
+        """What was spoken, or what was heard."""
+        if self.kind == self.Kind.SPEECH:
+            return str(self.request.get("input", ""))
+        return str(self.result.get("text", ""))

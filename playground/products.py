@@ -1,6 +1,6 @@
 """The playground's products, each a page with its own URL, in the order the tab strip shows them.
 
-A product appears here once its page exists (Voice, Music, Video, Realtime and Fetch
+A product appears here once its page exists (Music, Video, Realtime and Fetch
 join as they land).
 """
 
@@ -12,6 +12,7 @@ PRODUCTS = [
     ("playground", "Chat", "chat"),
     ("playground_images", "Images", "image"),
     ("playground_vision", "Vision", "eye"),
+    ("playground_voice", "Voice", "voice"),
 ]
 
 
