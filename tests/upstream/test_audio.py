@@ -1,8 +1,10 @@
 """Voice: real audio out, transcription that hears the simulator's own speech back."""
 
 import io
+import random
 import shutil
 import wave
+from array import array
 
 import pytest
 
@@ -84,6 +86,37 @@ async def test_other_audio_gets_an_honest_description_with_its_duration(upstream
     heard = (await client.transcribe(upstream_fleet, silence)).json()
     assert heard["text"] == "(simulated transcription of 1.5 seconds of audio)"
     assert heard["duration"] == 1.5
+
+
+def _as_heard(pcm: bytes, *, rate: int = 48000, start: float = 0.4) -> bytes:
+    """Speech as a microphone would hear it played in a loop: from part-way through, at
+    another rate, half as loud, with noise; a WAV of that, as a browser makes one."""
+    samples = array("h", pcm)
+    looped = samples[int(len(samples) * start) :] + samples + samples
+    step = audio.RATE / rate
+    noise = random.Random(7)
+    heard = array(
+        "h",
+        [
+            max(-32768, min(32767, int(looped[int(i * step)] * 0.5 + noise.gauss(0, 300))))
+            for i in range(int(3 * rate))
+        ],
+    )
+    return audio.wav_bytes(heard.tobytes(), rate)
+
+
+async def test_its_own_speech_heard_through_a_microphone_is_recognised(upstream_fleet):
+    other = "The ferry leaves at noon from the northern pier."
+    for text in (SENTENCE, other):
+        await client.speech(upstream_fleet, {"input": text, "response_format": "pcm"})
+    spoken = await client.speech(upstream_fleet, {"input": SENTENCE, "response_format": "pcm"})
+    heard = await client.transcribe(upstream_fleet, _as_heard(spoken.content))
+    assert heard.json()["text"] == SENTENCE
+    # Noise alone sounds like nothing it said.
+    noise = random.Random(3)
+    hiss = array("h", [int(noise.gauss(0, 2000)) for _ in range(48000 * 2)])
+    heard = await client.transcribe(upstream_fleet, audio.wav_bytes(hiss.tobytes(), 48000))
+    assert heard.json()["text"] == "(simulated transcription of 2.0 seconds of audio)"
 
 
 async def test_it_rejects_an_unknown_voice_naming_the_choices(upstream_fleet):

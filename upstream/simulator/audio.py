@@ -200,6 +200,8 @@ def encode(
     pcm: bytes, response_format: str, comment: str | None, *, ffmpeg: bool
 ) -> tuple[bytes, str]:
     """Audio bytes and their content type; MP3 falls back to WAV without ffmpeg."""
+    if comment is not None:
+        SPEECH_MEMORY.remember_sound(pcm, comment)
     if response_format == "pcm":
         SPEECH_MEMORY.remember(pcm, comment)
         return pcm, "audio/pcm"
@@ -213,12 +215,58 @@ def encode(
 # --- reading audio back -----------------------------------------------------------------
 
 
-class SpeechMemory:
-    """The text of raw PCM this process synthesized, by hash (PCM has no metadata)."""
+# Loudness is compared in frames of this length: long enough to be cheap, short enough to
+# keep the rhythm of syllables, which survives a microphone, resampling and re-encoding.
+FRAME_SECONDS = 0.025
+# How alike two loudness envelopes must be (their correlation) to be the same speech.
+SAME_SPEECH = 0.8
+# Longer utterances are not compared (the comparison's cost grows with the square).
+MAX_RECOGNIZED_SECONDS = 20
 
-    def __init__(self, size: int = 256) -> None:
+
+def envelope(samples: array, rate: int) -> list[float]:
+    """The loudness of PCM16 samples, frame by frame: each frame's mean amplitude. (The
+    comparison is a correlation, which a gain or a steady hiss, adding about the same to
+    every frame, does not change.)"""
+    step = max(1, int(rate * FRAME_SECONDS))
+    return [
+        sum(map(abs, samples[start : start + step])) / step
+        for start in range(0, len(samples) - step + 1, step)
+    ]
+
+
+def _correlation(heard: list[float], spoken: list[float]) -> float:
+    """How well `heard` matches `spoken` played in a loop (as a fake microphone plays a
+    file), at the best offset: Pearson's correlation, -1 to 1."""
+    count = len(heard)
+    mean = sum(heard) / count
+    centred = [value - mean for value in heard]
+    norm = math.sqrt(sum(value * value for value in centred))
+    if norm == 0:
+        return 0.0
+    period = len(spoken)
+    best = -1.0
+    for offset in range(period):
+        window = [spoken[(offset + i) % period] for i in range(count)]
+        window_mean = sum(window) / count
+        window = [value - window_mean for value in window]
+        window_norm = math.sqrt(sum(value * value for value in window))
+        if window_norm:
+            score = sum(a * b for a, b in zip(centred, window, strict=True)) / (norm * window_norm)
+            best = max(best, score)
+    return best
+
+
+class SpeechMemory:
+    """What this process said: the text of the raw PCM it synthesized, by hash (PCM has no
+    metadata), and of every utterance by its loudness envelope, so that its own speech
+    played back through a microphone is recognised (the simulator hears nothing else)."""
+
+    def __init__(self, size: int = 256, heard: int = 32) -> None:
         self._items: OrderedDict[str, str] = OrderedDict()
+        self._envelopes: OrderedDict[str, list[float]] = OrderedDict()
         self._size = size
+        self._heard = heard
 
     def remember(self, pcm: bytes, text: str | None) -> None:
         if text is None:
@@ -227,8 +275,30 @@ class SpeechMemory:
         while len(self._items) > self._size:
             self._items.popitem(last=False)
 
+    def remember_sound(self, pcm: bytes, text: str) -> None:
+        self._envelopes[text] = envelope(array("h", pcm[: len(pcm) // 2 * 2]), RATE)
+        self._envelopes.move_to_end(text)
+        while len(self._envelopes) > self._heard:
+            self._envelopes.popitem(last=False)
+
     def recall(self, pcm: bytes) -> str | None:
         return self._items.get(hashlib.sha256(pcm).hexdigest())
+
+    def recognize(self, samples: array, rate: int) -> str | None:
+        """The text of the remembered utterance these samples sound like, if one does:
+        at least half a second of it, alike above SAME_SPEECH."""
+        heard = envelope(samples[: rate * MAX_RECOGNIZED_SECONDS * 2], rate)
+        minimum = 0.5 / FRAME_SECONDS
+        best, text = SAME_SPEECH, None
+        for spoken_text, spoken in reversed(self._envelopes.items()):
+            # One loop and a half of the utterance is enough to tell.
+            part = heard[: len(spoken) * 3 // 2]
+            if len(part) < minimum or len(spoken) > MAX_RECOGNIZED_SECONDS / FRAME_SECONDS:
+                continue
+            score = _correlation(part, spoken)
+            if score > best:
+                best, text = score, spoken_text
+        return text
 
 
 SPEECH_MEMORY = SpeechMemory()
@@ -308,6 +378,42 @@ def duration(data: bytes, content_type: str = "") -> float | None:
     if content_type in ("audio/pcm", "audio/l16", "audio/raw"):
         return len(data) / (2 * RATE)
     return probe_duration(data)
+
+
+def samples_of(data: bytes, content_type: str = "", limit: int = 60) -> tuple[array, int] | None:
+    """PCM16 mono samples of audio and their rate: WAV read here (the first channel),
+    raw PCM as PCM16 mono 24 kHz, anything else decoded by ffmpeg when installed (its
+    first `limit` seconds)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        try:
+            with wave.open(io.BytesIO(data)) as reader:
+                if reader.getsampwidth() != 2:
+                    return None
+                channels, rate = reader.getnchannels(), reader.getframerate()
+                samples = array("h", reader.readframes(reader.getnframes()))
+        except (wave.Error, EOFError, struct.error):
+            return None
+        return (samples[::channels] if channels > 1 else samples), rate
+    if content_type in ("audio/pcm", "audio/l16", "audio/raw"):
+        return array("h", data[: len(data) // 2 * 2]), RATE
+    program = shutil.which("ffmpeg")
+    if program is None:
+        return None
+    command = [program, "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+               "-t", str(limit), "-f", "s16le", "-ac", "1", "-ar", str(RATE), "pipe:1"]  # fmt: skip
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed program and arguments
+            command, input=data, capture_output=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return array("h", result.stdout[: len(result.stdout) // 2 * 2]), RATE
+
+
+def recognize(data: bytes, content_type: str = "") -> str | None:
+    """The text of the simulator's own speech in this audio, if it is that."""
+    decoded = samples_of(data, content_type)
+    return SPEECH_MEMORY.recognize(*decoded) if decoded is not None else None
 
 
 def describe(seconds: float | None, content_type: str) -> str:

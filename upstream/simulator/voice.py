@@ -87,6 +87,8 @@ async def transcribe(sim: Any, request: Request) -> Response:
         text = audio.embedded_text(data)
         if text is None and content_type == "audio/pcm":
             text = audio.SPEECH_MEMORY.recall(data)
+        if text is None:
+            text = audio.recognize(data, content_type)
         return (text if text is not None else audio.describe(seconds, content_type)), seconds
 
     text, seconds = await asyncio.to_thread(listen)
