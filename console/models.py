@@ -205,7 +205,7 @@ class UsageRecord(models.Model):
     endpoint = models.CharField(max_length=64)
     model = models.CharField(max_length=128, blank=True)
     # The name the caller asked for, when an alias served it as `model` (blank otherwise).
-    model_asked = models.CharField(max_length=128, blank=True, default="")
+    model_asked = models.CharField(max_length=128, blank=True, default="", db_default="")
     node = models.CharField(max_length=64, blank=True)
     status = models.PositiveSmallIntegerField()
     stream = models.BooleanField(default=False)
@@ -508,7 +508,7 @@ class UsageRollup(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     model = models.CharField(max_length=128, blank=True)
-    model_asked = models.CharField(max_length=128, blank=True, default="")
+    model_asked = models.CharField(max_length=128, blank=True, default="", db_default="")
     product = models.CharField(max_length=16, choices=Product.choices)
     source = models.CharField(max_length=16, choices=Source.choices)
     requests = models.PositiveIntegerField(default=0)
