@@ -113,21 +113,29 @@ def _version_key(workspace_id: int) -> str:
     return f"aliases:version:{workspace_id}"
 
 
+def fresh(workspace_id: int) -> Aliases | None:
+    """The workspace's aliases from this process's copy, when it may be used (on the
+    event loop, without waiting); None when they must be read (`for_workspace`)."""
+    cached = _local.get(workspace_id)
+    if cached is None:
+        return None
+    table, version, checked = cached
+    if not settings.REDIS_URL:
+        return table if _versions.get(workspace_id, "") == version else None
+    age = time.monotonic() - checked
+    if age < LOCAL_SECONDS:
+        return table
+    if age < LOCAL_STALE_SECONDS:
+        _fetch(workspace_id)  # answered from the copy while it is checked
+        return table
+    return None
+
+
 async def for_workspace(workspace_id: int) -> Aliases:
     """The workspace's aliases, from this process's copy when it is fresh."""
-    cached = _local.get(workspace_id)
-    if cached is not None:
-        table, version, checked = cached
-        if not settings.REDIS_URL:
-            if _versions.get(workspace_id, "") == version:
-                return table
-        else:
-            age = time.monotonic() - checked
-            if age < LOCAL_SECONDS:
-                return table
-            if age < LOCAL_STALE_SECONDS:
-                _fetch(workspace_id)  # answered from the copy while it is checked
-                return table
+    table = fresh(workspace_id)
+    if table is not None:
+        return table
     return await asyncio.shield(_fetch(workspace_id))
 
 

@@ -64,7 +64,9 @@ async def aliases_for(workspace_id: int) -> tuple[tuple[Aliases, ...], frozenset
     """What `console.aliases.resolve` needs for a call of this workspace: its aliases,
     then the fleet file's, and the fleet's own models (never aliased); None when there
     are no aliases at all, which costs no query and no upstream call."""
-    own = await aliases.for_workspace(workspace_id)
+    own = aliases.fresh(workspace_id)
+    if own is None:
+        own = await aliases.for_workspace(workspace_id)
     shared = fleet_aliases()
     if not own and not shared:
         return None
