@@ -13,13 +13,14 @@ from django.views.decorators.http import require_POST
 
 from accounts.access import workspace_view
 from console import aliases
-from console.models import ModelAlias
+from console.models import AuditEvent, ModelAlias
 from gateway.catalog import available_models, fleet_aliases
 from gateway.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = "gateway/aliases.html"
+RECENT_CHANGES = 5
 
 
 class AliasForm(forms.Form):
@@ -88,6 +89,9 @@ def _context(request: HttpRequest, form: AliasForm | None = None, **extra) -> di
         ),
         "form": form,
         "unavailable": unavailable,
+        "changes": AuditEvent.objects.filter(
+            workspace=request.workspace, action__startswith="alias."
+        ).select_related("actor")[:RECENT_CHANGES],
     } | extra
 
 

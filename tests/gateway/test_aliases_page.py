@@ -88,6 +88,9 @@ def test_an_alias_is_deleted_and_audited(alice_client, alice, acme, urls):
     assert not ModelAlias.objects.exists()
     event = AuditEvent.objects.get(action="alias.deleted")
     assert event.actor == alice and event.detail["pattern"] == "claude-*"
+    changes = response.content.decode().split('id="alias-changes"')[1]
+    assert changes.index("Deleted <code>claude-*</code>") < changes.index("Added <code>claude-*")
+    assert "by Alice Archer" in changes
 
 
 def test_deleting_takes_a_post(alice_client, acme, urls):
