@@ -5,7 +5,7 @@ from django.urls import URLPattern, include, path
 from accounts import views as accounts_views
 from console import billing_views, dashboards
 from console import views as console_views
-from gateway import fleet_page
+from gateway import aliases_page, fleet_page
 from playground import images as playground_images
 from playground import views as playground_views
 from playground import vision as playground_vision
@@ -68,6 +68,9 @@ workspace_patterns = [
     ),
     path("leave/", accounts_views.leave, name="workspace_leave"),
     path("settings/", accounts_views.workspace_settings, name="settings"),
+    path("settings/aliases/", aliases_page.alias_list, name="aliases"),
+    path("settings/aliases/new/", aliases_page.alias_add, name="alias_add"),
+    path("settings/aliases/<int:pk>/delete/", aliases_page.alias_delete, name="alias_delete"),
 ]
 
 urlpatterns = [

@@ -433,9 +433,11 @@ class Summary:
 
 
 def summarize(rollups: QuerySet[UsageRollup], *, group: str, start: date, end: date) -> Summary:
-    """One GROUP BY over the rollups: a row per day and group, summed."""
+    """One GROUP BY over the rollups: a row per day and group, summed. By model, a call
+    an alias served is its own group, "asked → served"."""
+    columns = ("day", group, "model_asked") if group == "model" else ("day", group)
     rows = list(
-        rollups.values("day", group)
+        rollups.values(*columns)
         .annotate(
             n=Sum("requests"),
             err=Sum("errors"),
@@ -450,6 +452,8 @@ def summarize(rollups: QuerySet[UsageRollup], *, group: str, start: date, end: d
     summary = Summary(days=days, group=group)
     for row in rows:
         row["group"] = row[group]
+        if row.get("model_asked"):
+            row["group"] = f"{row['model_asked']} → {row[group]}"
         summary.requests += row["n"]
         summary.errors += row["err"]
         summary.tokens_in += row["tin"]

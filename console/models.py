@@ -204,6 +204,8 @@ class UsageRecord(models.Model):
     product = models.CharField(max_length=16, choices=Product.choices)
     endpoint = models.CharField(max_length=64)
     model = models.CharField(max_length=128, blank=True)
+    # The name the caller asked for, when an alias served it as `model` (blank otherwise).
+    model_asked = models.CharField(max_length=128, blank=True, default="", db_default="")
     node = models.CharField(max_length=64, blank=True)
     status = models.PositiveSmallIntegerField()
     stream = models.BooleanField(default=False)
@@ -248,6 +250,32 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ModelAliasQuerySet(models.QuerySet["ModelAlias"]):
+    def for_workspace(self, workspace: Workspace) -> "ModelAliasQuerySet":
+        return self.filter(workspace=workspace)
+
+
+class ModelAlias(models.Model):
+    """A model name clients ask for (exact, `provider/model`, or a glob with `*` and `?`)
+    and the model of the fleet that serves it, in one workspace (console.aliases)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    pattern = models.CharField(max_length=128)
+    target = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ModelAliasQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pattern"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "pattern"], name="one_alias_per_pattern")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} -> {self.target}"
 
 
 # ---------- billing ----------
@@ -480,6 +508,7 @@ class UsageRollup(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     model = models.CharField(max_length=128, blank=True)
+    model_asked = models.CharField(max_length=128, blank=True, default="", db_default="")
     product = models.CharField(max_length=16, choices=Product.choices)
     source = models.CharField(max_length=16, choices=Source.choices)
     requests = models.PositiveIntegerField(default=0)

@@ -1,5 +1,6 @@
 """Booking a finished call: its usage record, its charge and the daily rollups, in one transaction."""
 
+import hashlib
 import time
 import uuid
 from datetime import UTC, date
@@ -118,8 +119,14 @@ _DIMENSIONS = ("api_key_id", "user_id", "model", "product", "source")
 
 
 def _dimensions(record: dict) -> str:
-    """The rollup's dimensions of a record's fields (by attribute name)."""
-    return "|".join(str(record[name] or "") for name in _DIMENSIONS)
+    """The rollup's dimensions of a record's fields (by attribute name); the model asked
+    for only when an alias served it, so that the other calls keep their rows (as a
+    digest: two model names would not fit in the column)."""
+    dimensions = "|".join(str(record[name] or "") for name in _DIMENSIONS)
+    asked = record["model_asked"]
+    if not asked:
+        return dimensions
+    return f"{dimensions}|{hashlib.blake2b(asked.encode(), digest_size=8).hexdigest()}"
 
 
 def _change(record: dict) -> list[int]:
@@ -151,6 +158,7 @@ def _rollup(cursor, record: dict, change: list[int] | None = None) -> None:
             return
     lookup = {"workspace_id": key[0], "day": key[1], "dimensions": dimensions}
     fields = {name: record[name] for name in _DIMENSIONS}
+    fields["model_asked"] = record["model_asked"]
     try:
         with transaction.atomic():
             row, _ = UsageRollup.objects.get_or_create(**lookup, defaults=fields)
@@ -174,6 +182,7 @@ def write_records(records: list[dict]) -> None:
     with their rollups: one update per day and dimensions."""
     groups: dict[tuple[int, date, str], tuple[dict, list[int]]] = {}
     for record in records:
+        record.setdefault("model_asked", "")  # journaled before calls noted it
         key = (record["workspace_id"], record["created_at"].date(), _dimensions(record))
         change = _change(record)
         if key in groups:

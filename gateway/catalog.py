@@ -1,18 +1,25 @@
-"""GET /v1/models: the fleet's models, with `provider/model` ids for provider groups."""
+"""GET /v1/models: the fleet's models, with `provider/model` ids for provider groups,
+and the model aliases (console.aliases) that apply to the caller's workspace."""
 
 import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from console import aliases
+from console.aliases import Aliases
 from gateway.http import UPSTREAM_ERRORS, Operation, endpoint
 from gateway.pipeline import Caller, upstream_error
 from upstream.errors import UpstreamError
-from upstream.fleet import get_fleet
+from upstream.fleet import Fleet, get_fleet
 
 _CACHE_SECONDS = 30.0
 # When the models were read, from which fleet, and the models.
 _cache: dict[str, tuple[float, object, list[dict]]] = {}
+# The ids of the last list of models read, and that list.
+_ids: tuple[list[dict] | None, frozenset[str]] = (None, frozenset())
+# The fleet file's aliases, ready to match, and the fleet they came with.
+_fleet_aliases: tuple[Fleet | None, Aliases] = (None, aliases.NONE)
 
 
 async def fleet_models() -> list[dict]:
@@ -33,6 +40,42 @@ async def fleet_models() -> list[dict]:
     result = models + grouped
     _cache["models"] = (time.monotonic(), fleet, result)
     return result
+
+
+async def model_ids() -> frozenset[str]:
+    """The ids of `fleet_models()`, as a set (built once per reading of the catalog)."""
+    global _ids
+    models = await fleet_models()
+    if _ids[0] is not models:
+        _ids = (models, frozenset(m["id"] for m in models))
+    return _ids[1]
+
+
+def fleet_aliases() -> Aliases:
+    """The fleet file's aliases, for every workspace."""
+    global _fleet_aliases
+    fleet = get_fleet()
+    if _fleet_aliases[0] is not fleet:
+        _fleet_aliases = (fleet, Aliases.of(fleet.aliases))
+    return _fleet_aliases[1]
+
+
+async def aliases_for(workspace_id: int) -> tuple[tuple[Aliases, ...], frozenset[str]] | None:
+    """What `console.aliases.resolve` needs for a call of this workspace: its aliases,
+    then the fleet file's, and the fleet's own models (never aliased); None when there
+    are no aliases at all, which costs no query and no upstream call."""
+    own = aliases.fresh(workspace_id)
+    if own is None:
+        own = await aliases.for_workspace(workspace_id)
+    shared = fleet_aliases()
+    if not own and not shared:
+        return None
+    tables = (own, shared) if own and shared else (own or shared,)
+    try:
+        models = await model_ids()
+    except UpstreamError:
+        models = frozenset()  # the call itself will say that the upstream failed
+    return tables, models
 
 
 async def output_limit(model: str, asked: int | None) -> int:
@@ -69,12 +112,28 @@ async def available_models() -> list[dict]:
 def visible_to(caller: Caller, models: list[dict]) -> list[dict]:
     if caller.key is None or not caller.key.models:
         return models
-    return [m for m in models if caller.key.allows_model(m["id"])]
+    return [m for m in models if caller.key.allows_model(m.get("alias_of") or m["id"])]
+
+
+def alias_entries(tables: tuple[Aliases, ...], models: list[dict]) -> list[dict]:
+    """The exact aliases as models (globs cannot be listed), each saying what it serves;
+    not those that name a model of the fleet (never aliased) or a model it lacks."""
+    served = {m["id"]: m for m in models}
+    entries: dict[str, dict] = {}
+    for table in tables:
+        for name, target in sorted(table.exact.items()):
+            if name in served or name in entries or target not in served:
+                continue
+            entries[name] = served[target] | {"id": name, "alias_of": target}
+    return list(entries.values())
 
 
 @endpoint("GET")
 async def models(request: HttpRequest) -> HttpResponse:
     data = await available_models()
+    applying = await aliases_for(request.caller.workspace_id)
+    if applying is not None:
+        data = data + alias_entries(applying[0], data)
     return JsonResponse({"object": "list", "data": visible_to(request.caller, data)})
 
 
@@ -87,7 +146,13 @@ SCHEMAS = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"id": {"type": "string"}},
+                    "properties": {
+                        "id": {"type": "string"},
+                        "alias_of": {
+                            "type": "string",
+                            "description": "For a model alias: the model that serves it.",
+                        },
+                    },
                     "required": ["id"],
                 },
             },

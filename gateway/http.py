@@ -1,4 +1,10 @@
-"""Request-side helpers for /v1 views: the endpoint decorator, JSON bodies and schemas."""
+"""Request-side helpers for /v1 views: the endpoint decorator, JSON bodies and schemas.
+
+Model aliases (console.aliases) are applied here, once for every product: `endpoint`
+looks up those of the caller's workspace, and `json_body` replaces the body's `model`
+by the model that serves it, before the view validates it, keeping the name asked for
+as `request.model_asked` (booked with the call by gateway.pipeline).
+"""
 
 import json
 from collections.abc import Awaitable, Callable
@@ -10,6 +16,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ValidationError
 
+from console.aliases import resolve
 from gateway.errors import ApiError, too_large
 from gateway.pipeline import authenticate
 
@@ -76,7 +83,12 @@ def endpoint(*methods: str, auth: bool = True) -> Callable[[View], View]:
                     headers={"Allow": ", ".join(methods)},
                 )
             if auth:
-                request.caller = await authenticate(request)
+                caller = request.caller = await authenticate(request)
+                if request.method == "POST":
+                    # Imported here: the catalog's own view is declared with this module.
+                    from gateway.catalog import aliases_for
+
+                    request.aliases = await aliases_for(caller.workspace_id)
             return await view(request, *args, **kwargs)
 
         return wrapper
@@ -110,6 +122,14 @@ def json_body(request: HttpRequest, *, media: bool = False) -> dict:
     # Only a body with more brackets than the limit can be nested deeper than it.
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _deeper_than(body, MAX_JSON_DEPTH):
         raise _too_deep()
+    aliases = getattr(request, "aliases", None)
+    if aliases is not None:
+        asked = body.get("model")
+        if type(asked) is str:
+            served = resolve(asked, *aliases)
+            if served is not None:
+                body["model"] = served
+                request.model_asked = asked
     return body
 
 

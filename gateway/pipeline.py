@@ -171,6 +171,7 @@ class Call:
     endpoint: str
     model: str = ""
     stream: bool = False
+    model_asked: str = ""  # the name the caller asked for, when an alias served `model`
     started: float = field(default_factory=time.monotonic)
     node: str = ""
     status: int = 0
@@ -315,6 +316,7 @@ class Call:
             "product": self.product,
             "endpoint": self.endpoint,
             "model": self.model[:128],
+            "model_asked": self.model_asked[:128],
             "node": self.node[:64],
             "status": self.status or 499,
             "stream": self.stream,
@@ -382,6 +384,7 @@ async def start(
         endpoint=endpoint,
         model=model,
         stream=stream,
+        model_asked=getattr(request, "model_asked", "") if model else "",
         tokens_in=tokens_in,
         units=units or {},
         variant=variant,

@@ -59,9 +59,10 @@ def _remove_this_runs_folders():
 def _forget_books():
     """Each test starts with no worker leases or queued bookings of an earlier test."""
     yield
-    from console import books
+    from console import aliases, books
 
     books.forget()
+    aliases.forget_all()
 
 
 def settle_books() -> None:

@@ -276,8 +276,12 @@ class Fleet:
         *,
         options: FleetOptions | None = None,
         is_simulator: bool = False,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.nodes = [Node(config) for config in nodes]
+        # Model names clients ask for (exact or `*`/`?` globs) -> the model served, for
+        # every workspace (the gateway applies them; a workspace's own come first).
+        self.aliases = dict(aliases or {})
         if not self.nodes:
             raise FleetConfigError("the fleet has no nodes")
         names = [node.name for node in self.nodes]
@@ -306,7 +310,8 @@ class Fleet:
         if fleet_file:
             if base:
                 logger.warning("MIRA_FLEET_FILE is set, so MIRA_API_BASE is ignored")
-            return cls(load_fleet_file(fleet_file, environ), options=options)
+            nodes, aliases = read_fleet_file(fleet_file, environ)
+            return cls(nodes, options=options, aliases=aliases)
         if base:
             key = environ.get("MIRA_API_KEY", "")
             key_file = environ.get("MIRA_API_KEY_FILE", "")
@@ -1241,15 +1246,24 @@ class UpstreamBytes:
 # --- the process-wide fleet ---------------------------------------------------------
 
 
-def load_fleet_file(path: str, environ: Mapping[str, str]) -> list[NodeConfig]:
-    """Read a fleet file: a JSON list of nodes (or `{"nodes": [...]}`)."""
+_ALIAS_PATTERN = re.compile(r"[A-Za-z0-9._:/@*?-]{1,128}")
+
+
+def read_fleet_file(
+    path: str, environ: Mapping[str, str]
+) -> tuple[list[NodeConfig], dict[str, str]]:
+    """Read a fleet file: a JSON list of nodes, or `{"nodes": [...], "aliases": {...}}`
+    where `aliases` maps model names clients ask for (exact, or globs with `*` and `?`)
+    to the model served."""
     try:
         raw = jsonlib.loads(Path(path).read_text())
     except OSError as exc:
         raise FleetConfigError(f"MIRA_FLEET_FILE cannot be read: {exc.strerror}") from None
     except ValueError as exc:
         raise FleetConfigError(f"MIRA_FLEET_FILE is not valid JSON: {exc}") from None
+    aliases: dict[str, str] = {}
     if isinstance(raw, dict):
+        aliases = _fleet_aliases(raw.get("aliases", {}))
         raw = raw.get("nodes")
     if not isinstance(raw, list) or not raw:
         raise FleetConfigError("MIRA_FLEET_FILE must hold a non-empty list of nodes")
@@ -1287,7 +1301,20 @@ def load_fleet_file(path: str, environ: Mapping[str, str]) -> list[NodeConfig]:
                 provider=str(item["provider"]) if item.get("provider") else None,
             )
         )
-    return nodes
+    return nodes, aliases
+
+
+def _fleet_aliases(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise FleetConfigError("the fleet file's aliases must be an object of name: model")
+    for pattern, target in raw.items():
+        if not _ALIAS_PATTERN.fullmatch(pattern):
+            raise FleetConfigError(
+                f"fleet alias {pattern!r}: use letters, digits, . _ - : / @ and the wildcards * ?"
+            )
+        if not isinstance(target, str) or not target or "*" in target or "?" in target:
+            raise FleetConfigError(f"fleet alias {pattern!r}: the model must be a model name")
+    return dict(raw)
 
 
 _fleet: Fleet | None = None
