@@ -68,7 +68,7 @@ class AliasForm(forms.Form):
         return pattern
 
 
-def _fleet_model_ids() -> tuple[list[str], str]:
+def fleet_model_ids() -> tuple[list[str], str]:
     """The ids of the fleet's models, or why they could not be read."""
     try:
         models = async_to_sync(available_models)()
@@ -79,7 +79,7 @@ def _fleet_model_ids() -> tuple[list[str], str]:
 
 
 def _context(request: HttpRequest, form: AliasForm | None = None, **extra) -> dict:
-    models, unavailable = _fleet_model_ids()
+    models, unavailable = fleet_model_ids()
     form = form or AliasForm(workspace=request.workspace, models=models)
     shared = fleet_aliases()
     return {
@@ -109,7 +109,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
 @workspace_view("settings.manage")
 @require_POST
 def alias_add(request: HttpRequest) -> HttpResponse:
-    models, _unavailable = _fleet_model_ids()
+    models, _unavailable = fleet_model_ids()
     form = AliasForm(request.POST, workspace=request.workspace, models=models)
     notice = ""
     if form.is_valid():

@@ -58,6 +58,11 @@ class Translator:
     themselves); `Relay` passes on whatever `pack` returns.
     """
 
+    # True once the protocol's last event has passed (the Responses API ends its streams
+    # with `response.completed` and no `[DONE]`): the call is then over, even if the
+    # caller leaves before the upstream's body ends.
+    finished = False
+
     def __init__(self, *, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.text: list[str] = []
@@ -199,7 +204,7 @@ class Relay:
                         parts += translator.chunk(chunk)
                 except ValueError:  # a chunk that is not a JSON object
                     raise stream.malformed() from None
-                if stream.done:
+                if stream.done or translator.finished:
                     break  # the last chunks go out with the end of the stream
                 for item in translator.pack(parts):
                     yield item

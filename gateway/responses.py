@@ -96,6 +96,10 @@ _WRITTEN = frozenset(
 )  # fmt: skip
 
 
+# The events that end a response's stream: nothing follows them.
+_LAST_EVENTS = frozenset(("response.completed", "response.incomplete", "response.failed"))
+
+
 class ResponsesTranslator(Translator):
     """Relays Responses API events; usage comes in the `response.completed` event."""
 
@@ -107,6 +111,8 @@ class ResponsesTranslator(Translator):
         usage = (data.get("response") or {}).get("usage")
         if usage:
             self.usage = usage
+        if kind in _LAST_EVENTS:
+            self.finished = True
         return [sse(data, event=kind or None)]
 
     def count(self, call: pipeline.Call) -> None:

@@ -18,6 +18,7 @@ from gateway.errors import ApiError
 from gateway.messages import MessagesRequest, to_chat
 from tests.conftest import usage_records
 from tests.gateway.conftest import charged
+from tests.upstream_fixtures import wait_for
 
 REQUESTS = Path(__file__).parent / "agent_requests"
 
@@ -432,3 +433,22 @@ def test_a_built_in_tool_is_a_400_naming_it_and_costs_nothing(console_url, api_k
         client.responses.create(model="mira", input="Look it up", tools=[{"type": tool}])
     assert f"'tools[0]': '{tool}' is a built-in tool" in refused.value.message
     assert not usage_records().exists()
+
+
+def test_a_caller_that_leaves_once_the_response_completed_is_booked_as_answered(
+    console_url, api_key
+):
+    # Codex closes the connection as soon as `response.completed` arrives: the Responses
+    # API sends nothing after it.
+    body = {"model": "mira", "input": "reply with: Lighthouses guide ships home.", "stream": True}
+    # Paced, as a real node's stream is, so that the caller leaves before the body ends.
+    headers = {"Authorization": f"Bearer {api_key}", "x-sim-chunk-delay-ms": "50"}
+    with httpx.stream("POST", f"{console_url}/responses", json=body, headers=headers) as reply:
+        request_id = reply.headers["x-request-id"]
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and '"response.completed"' in line:
+                usage = json.loads(line[6:])["response"]["usage"]
+                break
+    assert wait_for(lambda: usage_records().filter(request_id=request_id).exists())
+    record = charged(request_id)
+    assert record.status == 200 and record.tokens_out == usage["output_tokens"] > 0
