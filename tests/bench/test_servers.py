@@ -14,6 +14,13 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def test_cpu_time_below_one_clock_tick_is_counted():
     # `sleep` starts and waits using far less CPU than one clock tick (10 ms), the
     # granularity of the kernel's per-process counters in /proc/<pid>/stat: a meter that
@@ -29,8 +36,10 @@ def test_cpu_time_below_one_clock_tick_is_counted():
 def test_a_process_is_counted_with_its_children():
     shell = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
     try:
+        # Measured once the child runs `sleep`: a child just forked may not have run yet,
+        # and has then spent no CPU time at all.
         for _ in range(500):
-            if _children(shell.pid):
+            if [c for c in _children(shell.pid) if _command(c) == "sleep"]:
                 break
             time.sleep(0.01)
         (child,) = _children(shell.pid)

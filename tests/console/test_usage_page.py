@@ -508,7 +508,8 @@ def test_latency_percentiles_use_a_bounded_sample_of_the_newest_calls(acme, alic
     now = timezone.now()
     for i, ms in enumerate((9000, 9000, 10, 20, 30)):  # the two oldest are left out
         _call(acme, user=alice, latency_ms=ms, at=now - timedelta(minutes=10 - i), charge=False)
-    data = {"start": now.date(), "end": now.date()}
+    # From the day of the oldest call: shortly after midnight, that is yesterday.
+    data = {"start": (now - timedelta(minutes=10)).date(), "end": now.date()}
     found = dashboards.sampled_latency_percentiles(acme, data)
     assert (found.p50, found.sample) == (20, 3)
 
