@@ -78,6 +78,17 @@ async def aliases_for(workspace_id: int) -> tuple[tuple[Aliases, ...], frozenset
     return tables, models
 
 
+# Mira's models that think before they answer. Their thinking is written output, charged
+# as output (usage.thinking_tokens), so a call to one holds its output limit twice: once
+# for the thinking, once for the answer.
+THINKING_MODELS = frozenset({"mira-thinking"})
+
+
+def held_output(model: str, limit: int) -> int:
+    """The output tokens a call holds for, per choice, given the limit sent upstream."""
+    return 2 * limit if model.rsplit("/", 1)[-1] in THINKING_MODELS else limit
+
+
 async def output_limit(model: str, asked: int | None) -> int:
     """The most output tokens a call may write (per choice), which its hold covers and
     which is sent upstream: what the caller asked for, else GATEWAY_DEFAULT_MAX_TOKENS,

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway import pipeline
-from gateway.catalog import output_limit
+from gateway.catalog import held_output, output_limit
 from gateway.http import (
     MAX_OUTPUT_TOKENS,
     MODEL_CALL_ERRORS,
@@ -120,12 +120,14 @@ async def start(
     stream: bool = False,
 ) -> pipeline.Call:
     """Start a chat call for `body` (checked already): the output limit is set in it, and
-    the prompt and every token each choice may write are held."""
+    the prompt and every token each choice may write (a thinking model's thinking too)
+    are held."""
     limit = await limit_output(body, model=body["model"], asked=asked)
     return await pipeline.start(
         caller, request_id=request_id, product="chat", endpoint=endpoint, model=body["model"],
         stream=stream, request=request,
-        tokens_in=prompt_tokens(body["messages"]), max_tokens=limit, choices=body.get("n") or 1,
+        tokens_in=prompt_tokens(body["messages"]), max_tokens=held_output(body["model"], limit),
+        choices=body.get("n") or 1,
     )  # fmt: skip
 
 

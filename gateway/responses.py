@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import pipeline
-from gateway.catalog import output_limit
+from gateway.catalog import held_output, output_limit
 from gateway.errors import ApiError
 from gateway.http import (
     MAX_OUTPUT_TOKENS,
@@ -140,7 +140,7 @@ async def responses(request: HttpRequest) -> HttpResponse:
     call = await pipeline.start(
         request.caller, request_id=request.request_id, product="responses", endpoint=PATH,
         model=spec.model, stream=spec.stream, request=request,
-        tokens_in=prompt_tokens(spec), max_tokens=limit,
+        tokens_in=prompt_tokens(spec), max_tokens=held_output(spec.model, limit),
     )  # fmt: skip
     if spec.stream:
         translator = ResponsesTranslator(include_usage=True)

@@ -14,6 +14,9 @@ import httpx
 import openai
 import pytest
 
+from accounts.models import Workspace
+from console import ledger, pricing
+from console.actions import create_key
 from gateway.errors import ApiError
 from gateway.messages import MessagesRequest, to_chat
 from tests.conftest import usage_records
@@ -452,3 +455,23 @@ def test_a_caller_that_leaves_once_the_response_completed_is_booked_as_answered(
     assert wait_for(lambda: usage_records().filter(request_id=request_id).exists())
     record = charged(request_id)
     assert record.status == 200 and record.tokens_out == usage["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("model", ["mira-thinking", "mira"])
+def test_a_thinking_model_holds_its_output_limit_twice(console_url, alice, model):
+    # Its thinking is charged as output, beside the answer: a balance that covers the
+    # prompt and one output limit, but not two, is enough for mira and not for
+    # mira-thinking.
+    limit = 1000
+    once = pricing.worst_case("chat", model, 200, limit)
+    twice = pricing.worst_case("chat", model, 200, 2 * limit)
+    tight = Workspace.objects.create(name="Tight", slug="tight")
+    ledger.grant(workspace=tight, amount=(once + twice) // 2, note="test", by=None)
+    _key, secret = create_key(workspace=tight, name="k", created_by=alice)
+    body = {"model": model, "max_tokens": limit,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}  # fmt: skip
+    answer = httpx.post(
+        f"{console_url}/chat/completions", json=body,
+        headers={"Authorization": f"Bearer {secret}"}, timeout=30,
+    )  # fmt: skip
+    assert answer.status_code == (402 if model == "mira-thinking" else 200), answer.text
