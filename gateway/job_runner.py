@@ -337,6 +337,7 @@ async def _keep(job: Job, owner: str, answer: dict) -> None:
         file_id=file.id, result=result,
     )  # fmt: skip
     if not settled:
+        logger.info("the job %s was settled by another runner; its copy is removed", job.id)
         await db.run(_delete_file, file.id)
 
 
