@@ -46,7 +46,9 @@ def assert_settled_once(job: Job) -> UsageRecord:
     """One usage record, one hold, one release and at most one charge: the job's hold gone."""
     job.refresh_from_db()
     [record] = UsageRecord.objects.filter(request_id=job.request_id)
-    kinds = sorted(LedgerEntry.objects.filter(request_id=job.request_id).values_list("kind", flat=True))
+    kinds = sorted(
+        LedgerEntry.objects.filter(request_id=job.request_id).values_list("kind", flat=True)
+    )
     expected = [EntryKind.CHARGE, EntryKind.HOLD, EntryKind.RELEASE] if record.cost else [
         EntryKind.HOLD, EntryKind.RELEASE]  # fmt: skip
     assert kinds == sorted(expected)
@@ -73,15 +75,19 @@ def run_jobs(simulator, tmp_path):
     started: list[subprocess.Popen] = []
 
     def start(**env: str) -> subprocess.Popen:
-        environment = os.environ | {
-            "MIRA_TESTING": "1",
-            "DATABASE_URL": _database_url(),
-            "MIRA_FLEET_FILE": str(fleet_file),
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "GATEWAY_JOB_IDLE_SECONDS": "0.05",
-            "GATEWAY_JOB_POLL_MAX_SECONDS": "0.3",
-            "LOG_LEVEL": "WARNING",
-        } | env
+        environment = (
+            os.environ
+            | {
+                "MIRA_TESTING": "1",
+                "DATABASE_URL": _database_url(),
+                "MIRA_FLEET_FILE": str(fleet_file),
+                "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+                "GATEWAY_JOB_IDLE_SECONDS": "0.05",
+                "GATEWAY_JOB_POLL_MAX_SECONDS": "0.3",
+                "LOG_LEVEL": "WARNING",
+            }
+            | env
+        )
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runjobs"], cwd=ROOT, env=environment
         )
@@ -148,9 +154,7 @@ def test_a_runner_killed_mid_job_leaves_it_to_the_next_which_settles_it_once(
     assert ledger.balance_of(acme) == start - record.cost
 
 
-def test_two_runners_at_once_settle_every_job_exactly_once(
-    console_url, api_key, acme, run_jobs
-):
+def test_two_runners_at_once_settle_every_job_exactly_once(console_url, api_key, acme, run_jobs):
     start = ledger.balance_of(acme)
     jobs = [start_job(console_url, api_key, seconds="1") for _ in range(6)]
     jobs.append(start_job(console_url, api_key, seconds="1", prompt="a tune [fail]"))
@@ -166,3 +170,50 @@ def test_two_runners_at_once_settle_every_job_exactly_once(
     charges = LedgerEntry.objects.filter(kind=EntryKind.CHARGE).aggregate(s=Sum("amount"))["s"]
     assert -charges == sum(costs)
     assert ledger.balance_of(acme) == start - sum(costs)
+
+
+def test_a_job_never_accepted_upstream_is_failed_after_its_grace_and_its_hold_returned(
+    transactional_db, upstream_fleet, alice, acme
+):
+    from asgiref.sync import async_to_sync
+
+    from gateway import jobs, pipeline
+
+    start = ledger.balance_of(acme)
+    caller = pipeline.as_member(workspace_id=acme.pk, user_id=alice.pk)
+    job = jobs._open(
+        caller, kind="video", request_id="req_lost", endpoint="/v1/video", model="",
+        params={"prompt": "lost"}, seconds=5,
+    )  # fmt: skip
+    assert Hold.objects.get(request_id="req_lost").amount == job.held > 0
+    runner = job_runner.Runner()
+    assert async_to_sync(runner.run_once)() == 0  # its request may still be waiting for the node
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=3))
+    assert async_to_sync(runner.run_once)() == 1
+    job.refresh_from_db()
+    assert job.status == "failed" and "never accepted" in job.error
+    assert assert_settled_once(job).cost == 0
+    assert ledger.balance_of(acme) == start
+
+
+def test_a_job_whose_node_stops_answering_fails_once_the_runner_gives_up(
+    console_url, api_key, acme, start_simulator, make_fleet, settings
+):
+    from upstream.fleet import get_fleet, set_fleet
+
+    start = ledger.balance_of(acme)
+    server = start_simulator(job_seconds=30)
+    previous = set_fleet(make_fleet(server, names=["simulator"]))
+    try:
+        job = start_job(console_url, api_key, seconds="30")
+        server.stop()
+        settings.GATEWAY_JOB_GIVE_UP_SECONDS = 0
+        answer = httpx.get(
+            f"{console_url}/audio/music/{job.pk}", headers={"x-api-key": api_key}, timeout=30
+        ).json()
+    finally:
+        set_fleet(previous)
+    assert get_fleet() is previous
+    assert answer["status"] == "failed" and "did not answer" in answer["error"]
+    assert assert_settled_once(job).cost == 0
+    assert ledger.balance_of(acme) == start

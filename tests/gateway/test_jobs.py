@@ -144,9 +144,7 @@ def test_a_video_made_with_seed_002s_fields_is_polled_on_the_documented_path(
     assert (stream["width"], stream["height"]) == (720, 720)
 
 
-def test_another_workspace_gets_404_for_a_job_and_its_file(
-    console_url, api_key, charlie, globex
-):
+def test_another_workspace_gets_404_for_a_job_and_its_file(console_url, api_key, charlie, globex):
     job_id = post(console_url, api_key, "/audio/music", {"prompt": "hum"}).json()["id"]
     _key, other = create_key(workspace=globex, name="charlie", created_by=charlie)
     for path in (f"/audio/music/{job_id}",):
@@ -265,3 +263,27 @@ def test_a_bad_job_body_names_the_field(console_url, api_key, simulator):
     assert answer.status_code == 400 and "prompt" in answer.json()["detail"]
     assert simulator.stats()["jobs_created"] == before
     assert UsageRecord.objects.count() == 0
+
+
+def test_a_keys_budget_counts_a_jobs_worst_case_until_it_ends(console_url, simulator, alice, acme):
+    _key, secret = create_key(
+        workspace=acme, name="budgeted", created_by=alice, monthly_budget=price("music", 20)
+    )
+    first = post(console_url, secret, "/audio/music", {"prompt": "one", "duration_seconds": 15})
+    assert first.status_code == 200, first.text
+    # While it runs, its worst case counts against the budget: another does not fit.
+    second = post(console_url, secret, "/audio/music", {"prompt": "two", "duration_seconds": 10})
+    assert second.status_code == 402 and "budget" in second.json()["detail"]
+    done = follow(console_url, secret, f"/audio/music/{first.json()['id']}")
+    assert done["cost"] == price("music", 15)
+    third = post(console_url, secret, "/audio/music", {"prompt": "three", "duration_seconds": 5})
+    assert third.status_code == 200, third.text
+
+
+def test_a_key_without_the_scope_may_neither_start_nor_read_a_job(
+    console_url, api_key, alice, acme
+):
+    job_id = post(console_url, api_key, "/video", {"prompt": "a film"}).json()["id"]
+    _key, secret = create_key(workspace=acme, name="chat only", created_by=alice, scopes=["chat"])
+    assert post(console_url, secret, "/video", {"prompt": "a film"}).status_code == 403
+    assert get(console_url, secret, f"/video/{job_id}").status_code == 403
