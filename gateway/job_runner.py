@@ -28,6 +28,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -35,7 +36,7 @@ from django.utils import timezone
 from console import db, ledger, usage, workers
 from console.models import ApiKey, BillingAccount
 from gateway import media
-from gateway.models import Job, JobStatus, Purpose
+from gateway.models import Job, JobStatus, Purpose, StoredFile
 from upstream.errors import UpstreamError
 from upstream.fleet import get_fleet
 
@@ -197,10 +198,6 @@ def _get(job_id: str) -> Job | None:
 
 
 def _delete_file(file_id: str) -> None:
-    from django.core.files.storage import storages
-
-    from gateway.models import StoredFile
-
     for file in StoredFile.objects.filter(pk=file_id):
         storages["media"].delete(file.storage_name)
         file.delete()

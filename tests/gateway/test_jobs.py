@@ -287,3 +287,31 @@ def test_a_key_without_the_scope_may_neither_start_nor_read_a_job(
     _key, secret = create_key(workspace=acme, name="chat only", created_by=alice, scopes=["chat"])
     assert post(console_url, secret, "/video", {"prompt": "a film"}).status_code == 403
     assert get(console_url, secret, f"/video/{job_id}").status_code == 403
+
+
+def test_every_poll_of_a_job_reaches_the_node_that_runs_it(
+    console_url, api_key, start_simulator, make_fleet
+):
+    servers = {"node-a": start_simulator(), "node-b": start_simulator()}
+    previous = set_fleet(make_fleet(*servers.values(), names=list(servers)))
+    try:
+        job_ids = [
+            post(console_url, api_key, "/audio/music", {"prompt": f"tune {n}"}).json()["id"]
+            for n in range(6)
+        ]
+        for job_id in job_ids:
+            assert follow(console_url, api_key, f"/audio/music/{job_id}")["status"] == "succeeded"
+    finally:
+        set_fleet(previous)
+    jobs = Job.objects.filter(pk__in=job_ids)
+    for name, server in servers.items():
+        created = server.stats()["jobs_created"]
+        polls = sum(
+            count for route, count in server.stats()["by_route"].items()
+            if route.startswith("GET /v1/audio/music/")
+        )  # fmt: skip
+        mine = jobs.filter(node=name).count()
+        assert created == mine
+        # A poll sent to the other node would have found no such job there, and failed it.
+        assert (polls > 0) == (mine > 0)
+        assert set(server.app.jobs.jobs) == {job.upstream_id for job in jobs.filter(node=name)}
