@@ -21,9 +21,12 @@ require_secret_key()
 gateway_app = GatewayHandler()
 
 from console import books  # noqa: E402
+from gateway import job_runner  # noqa: E402
 
 # Book and return what workers that died left, then write bookings in the background.
 books.start()
+# Poll and settle music and video jobs in the background (GATEWAY_JOB_RUNNER).
+job_runner.start()
 
 
 async def http_app(scope, receive, send) -> None:

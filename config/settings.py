@@ -351,6 +351,13 @@ GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 0)
 # Finished calls are written to the database in batches, this often (console.books).
 # Tests write them when they ask (books.drain), so that nothing is written behind them.
 GATEWAY_BOOK_SECONDS = env_float("GATEWAY_BOOK_SECONDS", 0.0 if TESTING else 0.25)
+# Music and video jobs (gateway.job_runner): each serving worker runs a runner that polls
+# and settles them unless this is off (then run `manage.py runjobs`); tests start their own.
+GATEWAY_JOB_RUNNER = env_bool("GATEWAY_JOB_RUNNER", not TESTING)
+GATEWAY_JOB_IDLE_SECONDS = env_float("GATEWAY_JOB_IDLE_SECONDS", 0.5)
+GATEWAY_JOB_POLL_MAX_SECONDS = env_float("GATEWAY_JOB_POLL_MAX_SECONDS", 15.0)
+GATEWAY_JOB_CLAIM_SECONDS = env_float("GATEWAY_JOB_CLAIM_SECONDS", 60.0)
+GATEWAY_JOB_GIVE_UP_SECONDS = env_float("GATEWAY_JOB_GIVE_UP_SECONDS", 600.0)
 # Where each worker journals the calls it answered until they are written (console.journal):
 # a local disk, one directory per database. Each test process has one of its own.
 GATEWAY_JOURNAL_DIR = Path(

@@ -87,7 +87,7 @@ def _resolve(path: str) -> ResolverMatch:
 
 
 # The paths (after the version) whose JSON carries files, as base64: they may be larger.
-MEDIA_PATHS = ("upload", "image", "vision/")
+MEDIA_PATHS = ("upload", "image", "vision/", "video")
 
 
 def _body_limits(scope: dict) -> tuple[int, int]:

@@ -46,6 +46,7 @@ _ERRORS = {
     402: "The balance or a budget cannot cover the call.",
     403: "The key may not use this product, model or the account API.",
     404: "Not found: a key of this workspace, or what the upstream was asked for.",
+    409: "The job has finished already: it cannot be cancelled.",
     413: "The body or a file in it is over its limit (2 MiB of JSON; more where files are taken).",
     422: "The upstream found the request invalid.",
     429: "A rate limit was reached, or the upstream is busy; see Retry-After.",

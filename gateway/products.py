@@ -13,13 +13,15 @@ from gateway import (
     extras,
     files,
     images,
+    jobs,
     messages,
     responses,
     vision,
 )
 
 MODULES = (
-    catalog, chat, responses, embeddings, messages, images, vision, audio, files, extras, account,
+    catalog, chat, responses, embeddings, messages, images, vision, audio, jobs, files, extras,
+    account,
 )  # fmt: skip
 
 

@@ -15,9 +15,13 @@ along the links it infers, such as a key created and then revoked).
 import subprocess
 import sys
 
+import pytest
+
 from console.actions import create_key
 from console.models import ADMIN_SCOPE, PRODUCT_SCOPES
 from gateway.openapi import document
+from tests.upstream_fixtures import fleet_over
+from upstream.fleet import set_fleet
 
 CONFIG = """
 [generation]
@@ -30,8 +34,20 @@ enabled = false
 """
 
 
+@pytest.fixture
+def own_simulator(start_simulator):
+    """A simulator of the run's own, as the fleet: the music and video jobs the run starts
+    (ten-second videos among them) keep a simulator rendering for minutes, behind which no
+    other test's jobs should wait."""
+    fleet = fleet_over(start_simulator(), names=["simulator"])
+    fleet.is_simulator = True
+    previous = set_fleet(fleet)
+    yield fleet
+    set_fleet(previous)
+
+
 def test_the_api_answers_as_its_openapi_document_says_and_never_with_a_5xx(
-    asgi_server, upstream_fleet, alice, acme, tmp_path
+    asgi_server, own_simulator, alice, acme, tmp_path
 ):
     _key, secret = create_key(
         workspace=acme,

@@ -161,3 +161,30 @@ async def test_video_rejects_a_duration_it_cannot_make(upstream_fleet):
         await client.video_submit(upstream_fleet, {"prompt": "x", "duration_seconds": 7})
     assert caught.value.status == 400
     assert "duration_seconds" in caught.value.detail
+
+
+async def test_a_job_cancelled_before_it_ends_stays_cancelled_and_a_finished_one_cannot_be(
+    start_simulator, make_fleet
+):
+    server = start_simulator(job_seconds=0.3)
+    fleet = make_fleet(server)
+    submitted = await client.video_submit(
+        fleet, {"prompt": "rain"}, headers={"x-sim-job-seconds": "30"}
+    )
+    job_id = submitted.json()["id"]
+    cancelled = await fleet.request("DELETE", f"/v1/video/{job_id}", node=submitted.node)
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await client.video_poll(fleet, job_id, node=submitted.node)).json()[
+        "status"
+    ] == "cancelled"
+    assert server.stats()["jobs_cancelled"] == 1
+
+    music = await client.music_submit(fleet, {"prompt": "a tune", "duration_seconds": 1})
+    seen = await follow(
+        lambda i, node: client.music_poll(fleet, i, node=node), music.json()["id"], music.node
+    )
+    assert seen[-1]["status"] == "succeeded"
+    with pytest.raises(UpstreamError) as caught:
+        await fleet.request("DELETE", f"/v1/audio/music/{music.json()['id']}", node=music.node)
+    assert caught.value.status == 409
+    await fleet.aclose()

@@ -2,6 +2,7 @@
 
 A job takes `job_seconds` (a server setting, or the `x-sim-job-seconds` request
 header). A prompt containing `[fail]` makes the job end as `failed` halfway through.
+`DELETE` on a job's path cancels it (`cancelled`) unless it has finished (409).
 Finished files are served at `/files/<job id>.<extension>` without a key, like a CDN.
 """
 
@@ -42,12 +43,18 @@ class Job:
     file_name: str | None = None
     content_type: str | None = None
     error: str | None = None
+    cancelled: bool = False
+
+    def status(self) -> str:
+        return self.view("")["status"]
 
     def view(self, origin: str) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         queued_for = self.seconds * 0.2
         failing = self.error is not None or FAIL_MARKER in str(self.params.get("prompt", ""))
-        if failing and elapsed >= self.seconds / 2:
+        if self.cancelled:
+            status, progress = "cancelled", 0
+        elif failing and elapsed >= self.seconds / 2:
             status, progress = "failed", 0
             self.error = self.error or "The job failed because its prompt asked it to."
         elif elapsed < queued_for:
@@ -204,6 +211,16 @@ async def video_submit(sim: Any, request: Request) -> Response:
 
 async def video_get(sim: Any, request: Request) -> Response:
     job = sim.jobs.get(request.path_params["job_id"], "video")
+    return json_response(job.view(request.origin))
+
+
+async def cancel(sim: Any, request: Request) -> Response:
+    kind = "music" if request.path.startswith("/v1/audio/") else "video"
+    job = sim.jobs.get(request.path_params["job_id"], kind)
+    if job.status() in ("succeeded", "failed"):
+        raise ApiError(409, f"Job '{job.id}' has finished; it cannot be cancelled.")
+    job.cancelled = True
+    sim.stats.jobs_cancelled += 1
     return json_response(job.view(request.origin))
 
 

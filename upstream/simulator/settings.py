@@ -65,6 +65,7 @@ class SimulatorStats:
     websocket_sessions: int = 0
     open_websockets: int = 0
     jobs_created: int = 0
+    jobs_cancelled: int = 0
     by_route: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     connections: Callable[[], int] | None = field(default=None, repr=False)
