@@ -14,12 +14,14 @@ from gateway import (
     files,
     images,
     messages,
+    realtime,
     responses,
     vision,
 )
 
 MODULES = (
-    catalog, chat, responses, embeddings, messages, images, vision, audio, files, extras, account,
+    catalog, chat, responses, embeddings, messages, images, vision, audio, realtime, files, extras,
+    account,
 )  # fmt: skip
 
 
