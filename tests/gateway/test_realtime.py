@@ -381,3 +381,30 @@ async def test_the_preflight_answers_the_fleets_capabilities(live, realtime_key,
         )
         assert refused.status_code == 403
         assert (await client.get(f"{live.url}/v1/realtime/preflight")).status_code == 401
+
+
+async def test_a_key_with_a_budget_renews_its_own_hold_and_is_ended_at_the_budget(
+    live, acme, alice
+):
+    from console.models import Hold
+
+    _key, secret = await sync_to_async(create_key)(
+        workspace=acme, name="budgeted", created_by=alice, monthly_budget=200_000
+    )
+    before = await balance_of(acme)
+    async with connect(ws_url(live), additional_headers={"x-api-key": secret}) as ws:
+        request_id = ws.response.headers["x-request-id"]
+        await ws.recv()
+        events = []
+        with pytest.raises(ConnectionClosed):
+            for _ in range(90):
+                await ws.send(append(tone(1.0, loud=False)))
+            while True:
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        assert ws.close_code == 4402
+    error = next(e for e in events if e["type"] == "error")
+    assert "budget of this API key" in error["error"]["message"]
+    record = await booked(request_id)
+    assert record.units["audio_in_seconds"] == 60.0 and record.cost == MINUTE_PRICE
+    assert await balance_of(acme) == before - MINUTE_PRICE
+    assert not await Hold.objects.filter(request_id=request_id).aexists()
