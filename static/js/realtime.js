@@ -60,19 +60,30 @@ function showError(message) {
 
 let lastEntry = null;
 let eventCount = 0;
+// Deltas (and audio appends) come in runs, interleaved with one another: while a run goes
+// on, each kind of delta is one entry with a count; any other event ends the run.
+const runs = new Map();
+
+function repeats(type) {
+  return type?.endsWith(".delta") || type === "input_audio_buffer.append";
+}
 
 function log(direction, event) {
   eventCount += 1;
   $("rt-event-count").textContent = `${eventCount} event${eventCount === 1 ? "" : "s"}`;
   const list = $("rt-events");
   const seconds = ((performance.now() - state.started) / 1000).toFixed(2);
-  if (lastEntry && lastEntry.type === event.type && lastEntry.direction === direction) {
-    lastEntry.count += 1;
-    lastEntry.latest = event;
-    lastEntry.countEl.textContent = `×${lastEntry.count}`;
-    lastEntry.countEl.hidden = false;
-    lastEntry.timeEl.textContent = `${seconds} s`;
-    if (lastEntry.details.open) lastEntry.pre.textContent = JSON.stringify(event, null, 2);
+  const key = `${direction} ${event.type}`;
+  const same = repeats(event.type) ? runs.get(key) : lastEntry?.key === key ? lastEntry : null;
+  // The console's own meter is not part of the conversation: it ends no run.
+  if (!repeats(event.type) && event.type !== "console.meter") runs.clear();
+  if (same) {
+    same.count += 1;
+    same.latest = event;
+    same.countEl.textContent = `×${same.count}`;
+    same.countEl.hidden = false;
+    same.timeEl.textContent = `${seconds} s`;
+    if (same.details.open) same.pre.textContent = JSON.stringify(event, null, 2);
     return;
   }
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -99,7 +110,8 @@ function log(direction, event) {
   details.append(summary, pre);
   item.append(details);
   list.append(item);
-  const entry = { type: event.type, direction, count: 1, latest: event, countEl: count, timeEl: time, details, pre };
+  const entry = { key, count: 1, latest: event, countEl: count, timeEl: time, details, pre };
+  if (repeats(event.type)) runs.set(key, entry);
   details.addEventListener("toggle", () => {
     if (details.open) pre.textContent = JSON.stringify(entry.latest, null, 2);
   });
@@ -190,8 +202,6 @@ function drawLevel(level) {
   canvas.dataset.level = level.toFixed(3);
 }
 
-let appendEntryBytes = 0;
-
 function onFrame({ pcm, level }) {
   drawLevel(level);
   if (!state.connected) return;
@@ -199,8 +209,9 @@ function onFrame({ pcm, level }) {
   state.ws.send(pcm);
   state.bytesIn += pcm.byteLength;
   state.turnBytes += pcm.byteLength;
-  appendEntryBytes = lastEntry?.type === "input_audio_buffer.append" ? appendEntryBytes + pcm.byteLength : pcm.byteLength;
-  log("out", { type: "input_audio_buffer.append", bytes: appendEntryBytes, note: "binary frames of PCM16 24 kHz" });
+  const run = runs.get("out input_audio_buffer.append");
+  const bytes = (run?.latest.bytes || 0) + pcm.byteLength;
+  log("out", { type: "input_audio_buffer.append", bytes, note: "binary frames of PCM16 at 24 kHz" });
 }
 
 // --- playback and barge-in --------------------------------------------------------------
@@ -407,6 +418,7 @@ $("rt-disconnect").addEventListener("click", disconnect);
 $("rt-events-clear").addEventListener("click", () => {
   $("rt-events").replaceChildren();
   lastEntry = null;
+  runs.clear();
   eventCount = 0;
   $("rt-event-count").textContent = "0 events";
 });
