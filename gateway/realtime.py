@@ -109,7 +109,8 @@ class Ended(Exception):
         self.status, self.code, self.message = status, code, message
 
     def event(self) -> dict:
-        kind = {402: "insufficient_balance", 408: "session_expired"}.get(self.status, "error")
+        kind = {401: "authentication_error", 402: "insufficient_balance", 408: "session_expired"}
+        kind = kind.get(self.status, "error")
         return {
             "type": "error",
             "event_id": f"event_console_{int(time.time() * 1000)}",
@@ -130,10 +131,16 @@ def _counter_ttl() -> int:
 
 
 async def open_session(
-    caller: Caller, *, model: str, request_id: str, request: HttpRequest | None = None
+    caller: Caller,
+    *,
+    model: str,
+    request_id: str,
+    request: HttpRequest | None = None,
+    secret: str = "",
 ) -> "Session":
     """Authorize, limit and hold for a session, and open it upstream; ApiError when it
-    may not start (nothing is then left held or counted)."""
+    may not start (nothing is then left held or counted). With the key's `secret`, the
+    session ends when the key is revoked, disabled or expires."""
     pipeline.authorize(caller, scope=PRODUCT, model=model)
     counter = _concurrency_key(caller)
     most = settings.GATEWAY_REALTIME_SESSIONS_PER_KEY
@@ -173,7 +180,9 @@ async def open_session(
         raise
     call.node = upstream.node
     call.status = 200
-    return Session(call=call, upstream=upstream, counter=counter, minute_price=price)
+    session = Session(call=call, upstream=upstream, counter=counter, minute_price=price)
+    session.secret = secret
+    return session
 
 
 async def _end_call(call: pipeline.Call, counter: str) -> None:
@@ -204,6 +213,7 @@ class Session:
         self._extending: asyncio.Future | None = None
         self._extend_lock = asyncio.Lock()
         self.on_meter: Callable[[], Awaitable[None]] | None = None
+        self.secret = ""  # the key's, to notice that it stopped working
 
     @property
     def node(self) -> str:
@@ -332,6 +342,17 @@ class Session:
                     f"The session was idle for {idle:g} seconds: nothing was sent either way.",
                 )
             await self.cover()
+            if self.secret:
+                await self._check_key()
+
+    async def _check_key(self) -> None:
+        """A key revoked, disabled or expired stops its sessions too (within a second:
+        a worker trusts its copy of a key for less than that)."""
+        try:
+            await pipeline.authenticate(_bearer(self.secret))
+        except ApiError as exc:
+            message = f"The session was ended: {exc.detail}"
+            raise Ended(401, exc.code or "invalid_api_key", message) from None
 
     async def run(self, client: Client) -> None:
         """Relay until either side ends (or the console ends the session), close both
@@ -467,6 +488,12 @@ def _key_request(scope: dict, headers: dict[str, str]) -> HttpRequest:
     return request
 
 
+def _bearer(secret: str) -> HttpRequest:
+    request = HttpRequest()
+    request.META["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    return request
+
+
 def allowed_origin(origin: str | None) -> bool:
     """A program sends no Origin; a browser's must be the console's own or one allowed."""
     if origin is None:
@@ -522,7 +549,10 @@ async def _handshake(scope: dict, request_id: str) -> Session:
     caller = await pipeline.authenticate(request)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     model = (query.get("model") or ["mira"])[0]
-    return await open_session(caller, model=model, request_id=request_id, request=request)
+    secret = pipeline._secret_from(request)
+    return await open_session(
+        caller, model=model, request_id=request_id, request=request, secret=secret
+    )
 
 
 async def websocket_app(scope: dict, receive, send) -> None:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from accounts.models import Membership, Workspace
 from accounts.roles import Role
 from console import ledger
-from console.actions import create_key
+from console.actions import create_key, revoke_key
 from console.models import BillingAccount, EntryKind, LedgerEntry, UsageRecord
 from gateway.realtime import BYTES_PER_SECOND, KEY_SUBPROTOCOL, SUBPROTOCOL, minutes
 from tests.conftest import settle_books
@@ -408,3 +408,22 @@ async def test_a_key_with_a_budget_renews_its_own_hold_and_is_ended_at_the_budge
     assert record.units["audio_in_seconds"] == 60.0 and record.cost == MINUTE_PRICE
     assert await balance_of(acme) == before - MINUTE_PRICE
     assert not await Hold.objects.filter(request_id=request_id).aexists()
+
+
+async def test_a_revoked_key_ends_its_sessions_within_a_second(live, acme, alice):
+    key, secret = await sync_to_async(create_key)(
+        workspace=acme, name="soon gone", created_by=alice
+    )
+    async with connect(ws_url(live), additional_headers={"x-api-key": secret}) as ws:
+        request_id = ws.response.headers["x-request-id"]
+        await ws.recv()
+        await sync_to_async(revoke_key)(key=key, by=alice)
+        revoked = time.monotonic()
+        events = await until(ws, "error", wait=5)
+        assert time.monotonic() - revoked < 1.5
+        assert events[-1]["error"]["code"] == "inactive_api_key"
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4401
+    record = await booked(request_id)
+    assert record.status == 401
