@@ -32,7 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import realtime, report
 from bench.client import Answer, Connection, build_request
 from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import (
@@ -52,7 +52,7 @@ from bench.simulator import KEY_VARIABLE
 PATH = "/v1/chat/completions"
 IMAGE_PATH = "/v1/images/generate"
 SPEECH_PATH = "/v1/audio/speech"
-MODES = ("chat", "stream", "image", "speech")
+MODES = ("chat", "stream", "image", "speech", "realtime")
 PROMPT = "Say hello to the benchmark in a few words."
 IMAGE_PROMPT = "A lighthouse at dusk"
 # The simulator draws and encodes each picture (tens of milliseconds of CPU), so image
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=_int_list, default=[1, 16, 64], help="default 1,16,64"
     )
     parser.add_argument(
-        "--modes", type=_modes, default=list(MODES), help="chat,stream,image,speech"
+        "--modes", type=_modes, default=list(MODES), help="chat,stream,image,speech,realtime"
     )
     parser.add_argument(
         "--requests-c1", type=int, default=1000, help="timed calls at concurrency 1"
@@ -114,6 +114,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100,
         help="timed image calls at each concurrency of 1 and 4 that is asked for",
+    )
+    parser.add_argument(
+        "--realtime-frames",
+        type=int,
+        default=1000,
+        help="timed audio frames through one realtime session, direct and through the gateway",
+    )
+    parser.add_argument(
+        "--realtime-sessions",
+        type=int,
+        default=1000,
+        help="realtime sessions to hold open through the console at once",
     )
     parser.add_argument(
         "--warmup", type=int, default=100, help="untimed calls first (at least 3 per client)"
@@ -147,7 +159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = _default_workers()
-    counts = (args.workers, args.requests, args.requests_c1, args.image_requests, args.rounds)
+    counts = (args.workers, args.requests, args.requests_c1, args.image_requests, args.rounds,
+              args.realtime_frames, args.realtime_sessions)  # fmt: skip
     if min(counts) < 1 or args.settle < 0:
         parser.error("workers, rounds and request counts must be at least 1, --settle not negative")
     return args
@@ -191,6 +204,8 @@ def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[
             "MIRA_FLEET_FILE": "",
             # Set (possibly empty) so that a development .env file cannot change it.
             "REDIS_URL": os.environ.get("REDIS_URL", ""),
+            # The realtime line holds many sessions on the one key.
+            "GATEWAY_REALTIME_SESSIONS_PER_KEY": "1000000",
         }
     )
     return env
@@ -413,6 +428,8 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
     """Every mode at every concurrency, direct and through the gateway in turns."""
     runs: list[report.Run] = []
     for mode in args.modes:
+        if mode == "realtime":
+            continue  # a websocket, measured on its own (bench.realtime)
         direct = (setup.simulator.port, setup.upstream_key)
         gateway = (setup.console.port, setup.gateway_key)
         targets = {
@@ -507,6 +524,9 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         "asked for (c=1 otherwise)",
         f"speech: POST {SPEECH_PATH}, {len(SPEECH_TEXT)} characters as WAV (espeak-ng), as many "
         "calls as images, at the same concurrencies",
+        f"realtime: WSS /v1/realtime with a Bearer key, {args.realtime_frames} turns of a 100 ms "
+        f"audio frame and a clear, direct and through the gateway in turns; then "
+        f"{args.realtime_sessions} sessions held open at once through the console",
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
         f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "
@@ -551,6 +571,14 @@ def main(argv: list[str] | None = None) -> int:
             counters = cpu_counters()
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runs = runner.run(measure(setup, args))
+                sessions = None
+                if "realtime" in args.modes:
+                    _progress("  realtime: frames, then sessions held at once")
+                    sessions = runner.run(
+                        realtime.measure(
+                            setup, args.realtime_frames, args.realtime_sessions, args.rounds
+                        )
+                    )
             stolen = steal_share(counters, cpu_counters())
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -559,15 +587,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; servers stopped", file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     found = report.pairs(runs)
-    print("Latency, ms (added = gateway - direct; ratio = gateway / direct)")
-    print(report.latency_table(found))
-    print()
-    print("Throughput, calls per second (* = stopped by the time limit)")
-    print(report.throughput_table(found))
-    print()
-    print("CPU per call, microseconds (d = direct run, g = gateway run)")
-    print(report.cpu_table(found))
+    if found:
+        print("Latency, ms (added = gateway - direct; ratio = gateway / direct)")
+        print(report.latency_table(found))
+        print()
+        print("Throughput, calls per second (* = stopped by the time limit)")
+        print(report.throughput_table(found))
+        print()
+        print("CPU per call, microseconds (d = direct run, g = gateway run)")
+        print(report.cpu_table(found))
+    if sessions is not None:
+        print()
+        for line in realtime.lines(sessions):
+            print(line)
     problems = report.errors_detail(runs)
+    if sessions is not None and sessions.failures:
+        problems.append(f"realtime: {dict(sessions.failures)}")
     if problems:
         print()
         print("Errors:")
@@ -580,7 +615,10 @@ def main(argv: list[str] | None = None) -> int:
         # to run: a few percent or more means the wall-clock figures above are noisy.
         print(f"CPU steal during the runs: {stolen:.1%} of this machine's CPU time")
     if args.json is not None:
-        args.json.write_text(json.dumps(report.as_json(runs), indent=2) + "\n")
+        results = report.as_json(runs)
+        if sessions is not None:
+            results.append({"mode": "realtime", **realtime.as_json(sessions)})
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 1 if problems else 0
 
 

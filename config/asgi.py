@@ -15,6 +15,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from accounts.checks import require_secret_key  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from gateway.asgi import GatewayHandler  # noqa: E402
+from gateway.realtime import websocket_app as realtime_app  # noqa: E402
 from gateway.versions import is_api_path  # noqa: E402
 
 require_secret_key()
@@ -35,14 +36,19 @@ async def http_app(scope, receive, send) -> None:
     await app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+console_websockets = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 )
+
+
+async def websocket_app(scope, receive, send) -> None:
+    """API paths (`/v1/realtime`) authenticate with a key and check their own origin;
+    the console's websockets take the signed-in session."""
+    app = realtime_app if is_api_path(scope["path"]) else console_websockets
+    await app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})
 
 
 # What start-up loaded stays for the life of the process: moved out of the collector's

@@ -3,7 +3,9 @@
 from django.urls import path
 
 from playground.consumers import PlaygroundConsumer
+from playground.realtime import RealtimeConsumer
 
 websocket_urlpatterns: list = [
     path("ws/playground/<slug:slug>/", PlaygroundConsumer.as_asgi()),
+    path("ws/playground/<slug:slug>/realtime/", RealtimeConsumer.as_asgi()),
 ]

@@ -343,6 +343,13 @@ GATEWAY_MAX_MEDIA_JSON_BYTES = env_int(
 GATEWAY_KEEPALIVE_SECONDS = float(env_int("GATEWAY_KEEPALIVE_SECONDS", 15))
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_UPLOAD_BYTES + 1024 * 1024
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
+# Realtime sessions (gateway.realtime): the longest one, how long one may stay silent both
+# ways, how many one key (or member) may hold open at once, and the origins of other sites
+# whose pages may open them with a key (comma-separated; a program sends no origin).
+GATEWAY_REALTIME_MAX_SECONDS = env_float("GATEWAY_REALTIME_MAX_SECONDS", 1800.0)
+GATEWAY_REALTIME_IDLE_SECONDS = env_float("GATEWAY_REALTIME_IDLE_SECONDS", 120.0)
+GATEWAY_REALTIME_SESSIONS_PER_KEY = env_int("GATEWAY_REALTIME_SESSIONS_PER_KEY", 10)
+GATEWAY_REALTIME_ORIGINS = env_list("GATEWAY_REALTIME_ORIGINS", [])
 # Holds older than this are taken to be left by a crashed worker (`manage.py releaseholds`).
 STALE_HOLD_MINUTES = env_int("STALE_HOLD_MINUTES", 30)
 DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]

@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -223,6 +223,42 @@ def hold(
                 lease.monthly_limit = limit
                 lease.in_database = True
                 _leases[(workspace_id, month)] = lease
+
+
+def extend(*, held: ledger.Held, amount: int, key_budget: int | None) -> ledger.Held:
+    """Set `amount` more aside for a call that runs on (a realtime session), from the
+    lease it holds from, grown in the database if need be, or from the balance for a
+    call that holds on its own (database thread); the call's hold as it now is.
+
+    Raises ledger.PaymentRequired when the balance or a monthly limit cannot cover it.
+    """
+    lease = held.lease
+    if not isinstance(lease, Lease):
+        return ledger.extend_hold(held=held, amount=amount, key_budget=key_budget)
+    workers.beat()
+    with _grow_lock:
+        while True:
+            with _lock:
+                if lease.free >= amount:
+                    lease.in_use += amount
+                    lease.used = time.monotonic()
+                    return replace(held, amount=held.amount + amount)
+                free = lease.free
+            balance = ledger.account_for(held.workspace_id).balance
+            try:
+                grown, limit = ledger.grow_lease(
+                    workspace_id=held.workspace_id,
+                    lease_id=lease.request_id,
+                    month=lease.month,
+                    need=amount - free,
+                    want=balance // LEASE_SHARE,
+                    new=False,
+                )
+            except ledger.LeaseLost:
+                raise ledger.PaymentRequired("The credit this call held was returned.") from None
+            with _lock:
+                lease.amount += grown
+                lease.monthly_limit = limit
 
 
 def _take(workspace_id: int, month: str, amount: int) -> tuple[Lease | None, int]:

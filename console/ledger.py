@@ -14,7 +14,7 @@ are reserved against in the same way, on MonthlySpend rows.
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -241,6 +241,30 @@ def hold(
         )
         _insert_hold(cursor, request_id, workspace_id, api_key_id, amount, month)
     return Held(request_id, workspace_id, api_key_id, amount, month, limit)
+
+
+@transaction.atomic
+def extend_hold(*, held: Held, amount: int, key_budget: int | None) -> Held:
+    """Hold `amount` more for a call that holds on its own (a long session), or raise
+    PaymentRequired; the hold as it now is."""
+    with connection.cursor() as cursor:
+        balance, limit = _take(cursor, held.workspace_id, amount)
+        _commit(cursor, held.workspace_id, None, held.month, amount, limit, "this workspace")
+        if held.api_key_id:
+            _commit(
+                cursor, held.workspace_id, held.api_key_id, held.month, amount, key_budget,
+                "this API key",
+            )  # fmt: skip
+        _insert_entries(
+            cursor, [(held.workspace_id, EntryKind.HOLD.value, -amount, balance, held.request_id)]
+        )
+        cursor.execute(
+            f"UPDATE {Hold._meta.db_table} SET amount = amount + %s WHERE request_id = %s",
+            [amount, held.request_id],
+        )
+        if cursor.rowcount != 1:
+            raise PaymentRequired("The call's hold was returned; it cannot be extended.")
+    return replace(held, amount=held.amount + amount, monthly_limit=limit)
 
 
 def _insert_hold(

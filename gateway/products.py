@@ -15,12 +15,14 @@ from gateway import (
     images,
     jobs,
     messages,
+    realtime,
     responses,
     vision,
 )
 
 MODULES = (
-    catalog, chat, responses, embeddings, messages, images, vision, audio, jobs, files, extras,
+    catalog, chat, responses, embeddings, messages, images, vision, audio, jobs, realtime, files,
+    extras,
     account,
 )  # fmt: skip
 

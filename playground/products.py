@@ -1,6 +1,6 @@
 """The playground's products, each a page with its own URL, in the order the tab strip shows them.
 
-A product appears here once its page exists (Music, Video, Realtime and Fetch
+A product appears here once its page exists (Music, Video and Fetch
 join as they land).
 """
 
@@ -13,6 +13,7 @@ PRODUCTS = [
     ("playground_images", "Images", "image"),
     ("playground_vision", "Vision", "eye"),
     ("playground_voice", "Voice", "voice"),
+    ("playground_realtime", "Realtime", "mic"),
 ]
 
 

@@ -77,6 +77,23 @@ class RealtimeSession:
             raise UpstreamError(502, "The node sent a malformed realtime event.", node=self.node)
         return event
 
+    async def send_text(self, text: str) -> None:
+        """Send an event as the caller wrote it (a relay need not parse it again)."""
+        try:
+            await self._connection.send(text)
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    async def recv_text(self) -> str | None:
+        """The next event as the node sent it; None once the node closed normally."""
+        try:
+            message = await self._connection.recv()
+        except ConnectionClosedOK:
+            return None
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
     def __aiter__(self) -> RealtimeSession:
         return self
 

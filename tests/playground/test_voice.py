@@ -87,10 +87,8 @@ def test_the_page_renders_for_a_member_with_the_voices(alice_client, upstream_fl
     assert response.status_code == 200
     page = response.content.decode()
     tabs = re.search(r'<nav class="pg-products".*?</nav>', page, re.S).group(0)
-    assert re.findall(r'<a href="([^"]+)"', tabs)[-2:] == [
-        "/w/acme/playground/vision/",
-        "/w/acme/playground/voice/",
-    ]
+    links = re.findall(r'<a href="([^"]+)"', tabs)
+    assert links[links.index("/w/acme/playground/vision/") + 1] == "/w/acme/playground/voice/"
     assert re.search(r'aria-current="page"[^<]*<svg[^>]*>.*?</svg> Voice', tabs, re.S)
     assert '<option value="aria" selected>Aria (ru, en)</option>' in page
     assert '<option value="orion">Orion (en)</option>' in page

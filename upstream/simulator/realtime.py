@@ -283,7 +283,12 @@ class Session:
         }
         await self.emit("conversation.item.created", previous_item_id=None, item=item)
         seconds = len(pcm) / (audio.RATE * 2)
-        transcript = audio.SPEECH_MEMORY.recall(pcm) or audio.describe(seconds, "audio/pcm")
+        # Its own speech is known exactly, or heard back through a microphone by its sound.
+        transcript = (
+            audio.SPEECH_MEMORY.recall(pcm)
+            or audio.recognize(pcm, "audio/pcm")
+            or audio.describe(seconds, "audio/pcm")
+        )
         where = {"item_id": item_id, "content_index": 0}
         for piece in transcript.split(" "):
             await self.emit(
