@@ -156,6 +156,9 @@ def _parts(blocks: list, where: str) -> list[dict]:
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, at)}})
         elif kind == "document":
             parts.append({"type": "text", "text": _document_text(block, at)})
+        elif kind == "tool_reference":
+            # A tool search's result: the tool it found is offered from now on (_tools).
+            parts.append({"type": "text", "text": f"Tool found: {block.get('tool_name', '')}"})
         elif kind == "search_result":
             text = f"{block.get('title', '')} ({block.get('source', '')})\n" + _text_of(
                 block.get("content")
@@ -230,10 +233,27 @@ def _assistant_message(content: str | list[dict], where: str) -> dict:
     return message
 
 
+def _found_tools(spec: MessagesRequest) -> set[str]:
+    """The tools that a tool search has found so far in the conversation: the names of
+    the `tool_reference` blocks in its tool results."""
+    found = set()
+    for message in spec.messages:
+        if message.role != "user" or isinstance(message.content, str):
+            continue
+        for block in message.content:
+            result = block.get("content") if block.get("type") == "tool_result" else None
+            for part in result if isinstance(result, list) else ():
+                if isinstance(part, dict) and part.get("type") == "tool_reference":
+                    found.add(part.get("tool_name"))
+    return found
+
+
 def _tools(spec: MessagesRequest) -> list[dict]:
     """Client tools as functions. A server tool (one with a dated `type`, run by
     Anthropic's servers) is refused by name: the upstream runs no tools. A tool loaded
-    only when a tool search finds it (`defer_loading`) is not offered."""
+    only when a tool search finds it (`defer_loading`) is offered once a tool result of
+    the conversation has referred to it, as Anthropic's API does."""
+    found = _found_tools(spec) if spec.tools else set()
     functions = []
     for index, tool in enumerate(spec.tools or ()):
         kind = tool.get("type", "custom")
@@ -244,7 +264,7 @@ def _tools(spec: MessagesRequest) -> list[dict]:
             )
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _invalid(f"Invalid 'tools.{index}.name': a tool needs a name.")
-        if tool.get("defer_loading"):
+        if tool.get("defer_loading") and tool["name"] not in found:
             continue
         function = {
             "name": tool["name"],

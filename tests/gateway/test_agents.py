@@ -327,6 +327,27 @@ def test_tool_choices_structured_output_and_deferred_tools_translate_to_chat():
     }  # fmt: skip
 
 
+def test_a_deferred_tool_is_offered_once_a_tool_search_has_found_it():
+    search = {"name": "ToolSearch", "input_schema": {"type": "object"}}
+    deferred = {"name": "NotebookEdit", "input_schema": {"type": "object"}, "defer_loading": True}
+    asked = {"role": "user", "content": "Edit the notebook"}
+    offered = _chat({"messages": [asked], "tools": [search, deferred]})
+    assert [t["function"]["name"] for t in offered["tools"]] == ["ToolSearch"]
+    found = [
+        asked,
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "s1", "name": "ToolSearch", "input": {"query": "notebook"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "s1",
+             "content": [{"type": "tool_reference", "tool_name": "NotebookEdit"}]}]},
+    ]  # fmt: skip
+    chat = _chat({"messages": found, "tools": [search, deferred]})
+    assert [t["function"]["name"] for t in chat["tools"]] == ["ToolSearch", "NotebookEdit"]
+    assert chat["messages"][-1] == {
+        "role": "tool", "tool_call_id": "s1", "content": "Tool found: NotebookEdit"
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
