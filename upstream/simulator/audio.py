@@ -87,6 +87,10 @@ def resample(samples: array, source_rate: int, target_rate: int = RATE) -> array
     return out
 
 
+# Speech longer than this (seconds) is resampled by ffmpeg when it is installed.
+LONG_SPEECH_SECONDS = 10
+
+
 def _espeak(text: str, voice_name: str, speed: float) -> array | None:
     program = shutil.which("espeak-ng")
     if program is None:
@@ -111,7 +115,29 @@ def _espeak(text: str, voice_name: str, speed: float) -> array | None:
     source_rate = struct.unpack_from("<I", data, at + 12)[0]
     payload = data[start + 8 :]
     samples = array("h", payload[: len(payload) // 2 * 2])
+    if len(samples) > LONG_SPEECH_SECONDS * source_rate:
+        # Long speech is resampled by ffmpeg where it is installed: the loop below takes
+        # seconds for minutes of audio, and a process of its own costs a few milliseconds.
+        faster = _ffmpeg_resample(payload, source_rate)
+        if faster is not None:
+            return faster
     return resample(samples, source_rate)
+
+
+def _ffmpeg_resample(pcm: bytes, source_rate: int) -> array | None:
+    program = shutil.which("ffmpeg")
+    if program is None:
+        return None
+    command = [program, "-hide_banner", "-loglevel", "error", "-f", "s16le",
+               "-ar", str(source_rate), "-ac", "1", "-i", "pipe:0",
+               "-f", "s16le", "-ar", str(RATE), "-ac", "1", "pipe:1"]  # fmt: skip
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed program and arguments
+            command, input=pcm[: len(pcm) // 2 * 2], capture_output=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return array("h", result.stdout[: len(result.stdout) // 2 * 2])
 
 
 def tone_speech(text: str, speed: float = 1.0) -> array:
@@ -276,6 +302,8 @@ class SpeechMemory:
             self._items.popitem(last=False)
 
     def remember_sound(self, pcm: bytes, text: str) -> None:
+        if len(pcm) > 2 * RATE * MAX_RECOGNIZED_SECONDS:
+            return  # too long to be compared (see recognize)
         self._envelopes[text] = envelope(array("h", pcm[: len(pcm) // 2 * 2]), RATE)
         self._envelopes.move_to_end(text)
         while len(self._envelopes) > self._heard:
