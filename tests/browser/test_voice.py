@@ -119,6 +119,8 @@ def test_a_recording_from_the_microphone_is_transcribed(alice, new_page, upstrea
     expect(card.locator(".voice-transcript")).to_have_text(SPOKEN, timeout=30_000)
     expect(take).to_be_hidden()
     seconds = float(card.locator(".voice-duration").inner_text().split()[0])
+    # Recorded from when the voice was first heard until Stop, two seconds later: the
+    # length shown is that of the recording sent, give or take the browser's timing.
     assert 1.5 <= seconds <= 6
     expect(card.locator(".chip")).to_have_text("en")
     expect(card.locator(".voice-duration")).to_have_text(f"{seconds} s of audio")
