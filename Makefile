@@ -40,8 +40,11 @@ run: system-packages migrate
 	DEBUG=true $(BIN)/python manage.py demo
 	DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+# Two test processes side by side (pytest-xdist), each with its own database and Redis
+# database; the tests of one file stay in one process. TEST_PROCESSES=1 runs them in one.
+TEST_PROCESSES ?= 2
 test: system-packages setup agents
-	MIRA_TESTING=1 $(BIN)/pytest $(PYTEST_ARGS)
+	MIRA_TESTING=1 $(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

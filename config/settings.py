@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -161,6 +162,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL and TESTING and os.environ.get("PYTEST_XDIST_WORKER"):
+    # Tests run side by side (pytest -n): each test process uses a Redis database of its
+    # own (the URL's number plus its own), as it has its own test database; the console
+    # processes a test starts inherit it.
+    _redis = urlsplit(REDIS_URL)
+    _database = int(_redis.path.strip("/") or 0) + int(os.environ["PYTEST_XDIST_WORKER"][2:]) + 1
+    REDIS_URL = os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{_database}"))
 if REDIS_URL:
     CACHES = {
         "default": {

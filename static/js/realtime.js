@@ -204,7 +204,8 @@ function drawLevel(level) {
 
 function onFrame({ pcm, level }) {
   drawLevel(level);
-  if (!state.connected) return;
+  // The socket can be closing before its close event has marked the page disconnected.
+  if (!state.connected || state.ws?.readyState !== WebSocket.OPEN) return;
   if (state.mode === "ptt" && !state.talking) return;
   state.ws.send(pcm);
   state.bytesIn += pcm.byteLength;

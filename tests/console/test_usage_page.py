@@ -452,7 +452,7 @@ def test_signed_out_visitors_are_sent_to_sign_in(client, usage):
 BAD = {
     "from=notadate": "The start date “notadate” is not a date like",
     "to=2025-13-40": "The end date “2025-13-40” is not a date like",
-    f"key={uuid.uuid4()}": "There is no API key",
+    "key=0b7e5f4c-2d1a-4c3e-9f60-8a1b2c3d4e5f": "There is no API key",
     "key=not-a-key": "There is no API key “not-a-key” in this workspace.",
     "member=999999": "There is no member “999999” in this workspace.",
     "product=teleport": "Unknown product “teleport”.",
