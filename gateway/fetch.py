@@ -190,8 +190,9 @@ async def check(url: str, protected: Protected) -> tuple[Target, IPAddress]:
         addresses = [target.literal]
     else:
         try:
-            addresses = await resolve_name(target.host, target.port)
-        except (OSError, UnicodeError):
+            async with asyncio.timeout(settings.FETCH_CONNECT_SECONDS):
+                addresses = await resolve_name(target.host, target.port)
+        except (OSError, UnicodeError, TimeoutError):
             raise Refused(
                 400, f"The host '{target.host}' could not be found.", "host_not_found"
             ) from None
