@@ -18,7 +18,7 @@ from console.models import UsageRecord
 from console.pricing import unit_cost
 from gateway import fetch as fetch_module
 from gateway.webguard import Allowed, Protected, Refused, address_rule, choose_address, read_url
-from tests.conftest import settle_books
+from tests.conftest import settle_books, within_one_minute
 from tests.fetch_fixtures import serve_site
 from tests.gateway.conftest import charged
 
@@ -138,6 +138,17 @@ def test_a_name_resolving_to_a_refused_address_is_refused_without_a_connection(
     assert rule in refused.value.detail and "'inner.test'" in refused.value.detail
     # The refusal names the rule, never what the name resolved to.
     assert address not in refused.value.detail
+
+
+@pytest.mark.parametrize(("address", "rule"), REFUSED_ADDRESSES)
+def test_a_url_naming_a_refused_address_is_refused_without_a_lookup(address, rule, names, settings):
+    settings.FETCH_ALLOW = []
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(Refused) as refused:
+        asyncio.run(fetch_module.check(f"http://{host}/", Protected()))
+    assert refused.value.status == 403 and refused.value.code == "address_not_allowed"
+    assert rule in refused.value.detail
+    assert names.lookups == []
 
 
 def test_the_first_answer_is_the_one_connected_to_however_the_name_changes(names, settings):
@@ -423,6 +434,7 @@ def test_the_fetch_is_rate_limited_per_key(console_url, alice, acme, fetch_setti
 
     _key, secret = create_key(workspace=acme, name="slow key", created_by=alice, rpm_limit=1)
     url = _site_url(site, "/notes.txt")
+    within_one_minute()
     assert _fetch(console_url, secret, {"url": url}).status_code == 200
     response = _fetch(console_url, secret, {"url": url})
     assert response.status_code == 429 and "Retry-After" in response.headers
