@@ -358,6 +358,15 @@ GATEWAY_REALTIME_MAX_SECONDS = env_float("GATEWAY_REALTIME_MAX_SECONDS", 1800.0)
 GATEWAY_REALTIME_IDLE_SECONDS = env_float("GATEWAY_REALTIME_IDLE_SECONDS", 120.0)
 GATEWAY_REALTIME_SESSIONS_PER_KEY = env_int("GATEWAY_REALTIME_SESSIONS_PER_KEY", 10)
 GATEWAY_REALTIME_ORIGINS = env_list("GATEWAY_REALTIME_ORIGINS", [])
+# POST /v1/fetch (gateway.fetch): the ports a page may be fetched from, names or networks
+# lifted from the address rules (an internal site; off by default), and the caps on
+# connecting, the whole fetch (redirects included) and the decoded body.
+FETCH_PORTS = [int(port) for port in env_list("FETCH_PORTS", ["80", "443"])]
+FETCH_ALLOW = env_list("FETCH_ALLOW", [])
+FETCH_CONNECT_SECONDS = env_float("FETCH_CONNECT_SECONDS", 5.0)
+FETCH_TIMEOUT_SECONDS = env_float("FETCH_TIMEOUT_SECONDS", 20.0)
+FETCH_MAX_BYTES = env_int("FETCH_MAX_BYTES", 5 * 1024 * 1024)
+FETCH_MAX_REDIRECTS = 5
 # Holds older than this are taken to be left by a crashed worker (`manage.py releaseholds`).
 STALE_HOLD_MINUTES = env_int("STALE_HOLD_MINUTES", 30)
 DEFAULT_ALERT_THRESHOLDS = [50, 80, 100]

@@ -6,6 +6,7 @@ from accounts import views as accounts_views
 from console import billing_views, dashboards
 from console import views as console_views
 from gateway import aliases_page, fleet_page
+from playground import fetch as playground_fetch
 from playground import images as playground_images
 from playground import realtime as playground_realtime
 from playground import views as playground_views
@@ -46,6 +47,7 @@ workspace_patterns = [
     *_under("playground/vision/", playground_vision),
     *_under("playground/voice/", playground_voice),
     *_under("playground/realtime/", playground_realtime),
+    *_under("playground/fetch/", playground_fetch),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

@@ -27,6 +27,7 @@ class Product(models.TextChoices):
     VIDEO = "video", "Video"
     VISION = "vision", "Vision"
     UPLOADS = "uploads", "Uploads"
+    FETCH = "fetch", "Web fetch"
 
 
 ADMIN_SCOPE = "admin"
@@ -293,6 +294,7 @@ class Unit(models.TextChoices):
     REALTIME_MINUTE = "realtime_minute", "Realtime minutes"
     MUSIC_SECOND = "music_second", "Music seconds"
     VIDEO_SECOND = "video_second", "Video seconds"
+    PAGE = "page", "Fetched pages"
 
 
 class PriceQuerySet(models.QuerySet["Price"]):

@@ -50,6 +50,7 @@ DEFAULT_PRICES: list[tuple[str, str, str, str, int, int]] = [
     (Product.MUSIC, "", Unit.MUSIC_SECOND, "", 20_000, 1),
     (Product.VIDEO, "", Unit.VIDEO_SECOND, "", 100_000, 1),
     (Product.VISION, "", Unit.IMAGE, "", 2_000, 1),
+    (Product.FETCH, "", Unit.PAGE, "", 1_000, 1),
 ]
 
 _CACHE_SECONDS = 30.0

@@ -11,6 +11,7 @@ from gateway import (
     chat,
     embeddings,
     extras,
+    fetch,
     files,
     images,
     jobs,
@@ -22,7 +23,7 @@ from gateway import (
 
 MODULES = (
     catalog, chat, responses, embeddings, messages, images, vision, audio, jobs, realtime, files,
-    extras,
+    extras, fetch,
     account,
 )  # fmt: skip
 

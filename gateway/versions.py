@@ -16,7 +16,7 @@ _UNVERSIONED = frozenset(
     {
         "chat", "responses", "models", "embeddings", "images", "audio", "realtime", "music",
         "video", "vision", "messages", "extras", "api-keys", "billing", "usage", "openapi.json",
-        "image", "upload", "files",
+        "image", "upload", "files", "fetch",
     }
 )  # fmt: skip
 

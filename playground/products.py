@@ -14,6 +14,7 @@ PRODUCTS = [
     ("playground_vision", "Vision", "eye"),
     ("playground_voice", "Voice", "voice"),
     ("playground_realtime", "Realtime", "mic"),
+    ("playground_fetch", "Fetch", "link"),
 ]
 
 

@@ -18,7 +18,7 @@ from django.test import Client
 from accounts.models import Membership, User, Workspace
 from accounts.roles import Role
 
-pytest_plugins = ["tests.upstream_fixtures"]
+pytest_plugins = ["tests.upstream_fixtures", "tests.fetch_fixtures"]
 
 PASSWORD = "correct-horse-battery-staple"
 
