@@ -79,6 +79,7 @@ def drain() -> None:
         if not _noted:
             return
         logging_calls = logger.isEnabledFor(logging.INFO)
+        counted = []
         while _noted:
             fields, variant, key_prefix, added, upstream = _noted.popleft()
             try:
@@ -87,19 +88,22 @@ def drain() -> None:
                 cost = call_cost(fields, variant)
             except Exception:
                 cost = None
-            metrics.observe_call(
-                product=fields["product"],
-                model=fields["model"],
-                status=fields["status"],
-                source=fields["source"],
-                tokens_in=fields["tokens_in"],
-                tokens_out=fields["tokens_out"],
-                cost=cost,
-                added=added,
-                upstream=upstream,
+            counted.append(
+                (
+                    fields["product"],
+                    fields["model"],
+                    fields["status"],
+                    fields["source"],
+                    fields["tokens_in"],
+                    fields["tokens_out"],
+                    cost,
+                    added,
+                    upstream,
+                )
             )
             if logging_calls:
                 _log(fields, key_prefix, cost)
+        metrics.observe_calls(counted)
 
 
 def _log(fields: dict, key_prefix: str, cost: int | None) -> None:

@@ -21,6 +21,7 @@ keeps this worker's booking figures fresh for the scrapes other workers answer.
 import logging
 import os
 import time
+from bisect import bisect_left
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +69,12 @@ UPSTREAM = Histogram(
     ["product"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+REFUSED = Counter(
+    "mira_refused",
+    "/v1 requests answered with an error before any model call started (a bad or missing "
+    "key, a rate limit, a bad body...), by status.",
+    ["status"],
+)
 OPEN_STREAMS = Gauge(
     "mira_open_streams", "Streamed answers being relayed now.", multiprocess_mode="livesum"
 )
@@ -103,38 +110,77 @@ def _series(product: str, model: str, status: int, source: str) -> tuple:
             TOKENS.labels(product, model, "in"),
             TOKENS.labels(product, model, "out"),
             COST.labels(product, model),
-            ADDED.labels(product),
-            UPSTREAM.labels(product),
         )
     return series
 
 
-def observe_call(
-    *,
-    product: str,
-    model: str,
-    status: int,
-    source: str,
-    tokens_in: int,
-    tokens_out: int,
-    cost: int | None,
-    added: float,
-    upstream: float | None,
-) -> None:
-    """Count one finished call."""
-    requests, tokens_in_, tokens_out_, cost_, added_, upstream_ = _series(
-        product, model, status, source
-    )
-    requests.inc()
-    if tokens_in:
-        tokens_in_.inc(tokens_in)
-    if tokens_out:
-        tokens_out_.inc(tokens_out)
-    if cost:
-        cost_.inc(cost)
-    added_.observe(added)
-    if upstream is not None:
-        upstream_.observe(upstream)
+def observe_calls(calls: list[tuple]) -> None:
+    """Count finished calls, each `(product, model, status, source, tokens_in, tokens_out,
+    cost or None, added seconds, upstream seconds or None)`: summed first, so that a
+    busy worker's batch costs one update per label set rather than several per call."""
+    totals: dict[tuple, list] = {}
+    timings: dict[str, tuple[list[float], list[float]]] = {}
+    for product, model, status, source, tokens_in, tokens_out, cost, added, upstream in calls:
+        key = (product, model, status, source)
+        sums = totals.get(key)
+        if sums is None:
+            sums = totals[key] = [0, 0, 0, 0]
+        sums[0] += 1
+        sums[1] += tokens_in
+        sums[2] += tokens_out
+        sums[3] += cost or 0
+        times = timings.get(product)
+        if times is None:
+            times = timings[product] = ([], [])
+        times[0].append(added)
+        if upstream is not None:
+            times[1].append(upstream)
+    for key, (count, tokens_in, tokens_out, cost) in totals.items():
+        requests, tokens_in_, tokens_out_, cost_ = _series(*key)
+        requests.inc(count)
+        if tokens_in:
+            tokens_in_.inc(tokens_in)
+        if tokens_out:
+            tokens_out_.inc(tokens_out)
+        if cost:
+            cost_.inc(cost)
+    for product, (added, upstream) in timings.items():
+        _observe_all(_histograms(product, ADDED), added)
+        if upstream:
+            _observe_all(_histograms(product, UPSTREAM), upstream)
+
+
+def _observe_all(histogram, values: list[float]) -> None:
+    """`histogram.observe` for each value, in one update of each bucket and of the sum."""
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # bounds end with +Inf: always one
+    histogram._sum.inc(sum(values))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+
+
+_histogram_children: dict[tuple[str, str], Histogram] = {}
+
+
+def _histograms(product: str, family: Histogram) -> Histogram:
+    key = (family._name, product)
+    child = _histogram_children.get(key)
+    if child is None:
+        child = _histogram_children[key] = family.labels(product)
+    return child
+
+
+_refused: dict[int, Counter] = {}
+
+
+def refused(status: int) -> None:
+    child = _refused.get(status)
+    if child is None:
+        child = _refused[status] = REFUSED.labels(str(status))
+    child.inc()
 
 
 def note_books(queued: int, oldest: float | None) -> None:

@@ -416,6 +416,8 @@ async def start(
     if choices > 1:
         max_tokens = (max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS) * choices
     call.held = await _hold(call, max_tokens)
+    if request is not None:
+        request.metered = True  # counted once finished (gateway.calllog), not as refused
     return call
 
 

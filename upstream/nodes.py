@@ -191,6 +191,7 @@ class Node:
             "p50_ms": self.p50_ms(),
             "recent_errors": self.recent_errors(),
             "consecutive_failures": self.consecutive_failures,
+            "ejections": self.ejections,
             "cooling_down": self.cooldown_until > now,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,

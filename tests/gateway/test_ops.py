@@ -37,10 +37,11 @@ def scrape(base: str, **headers: str) -> str:
 
 
 def test_healthz_and_readyz_answer_without_a_key_and_are_not_usage(
-    asgi_server, upstream_fleet, alice, acme
+    asgi_server, upstream_fleet, alice, acme, settings
 ):
     _key, secret = create_key(workspace=acme, name="probe", created_by=alice, rpm_limit=1)
     before = scrape(asgi_server.url)
+    redis = "ok" if settings.REDIS_URL else "not configured"
     within_one_minute()
     for _ in range(3):
         assert httpx.get(f"{asgi_server.url}/healthz").json() == {"status": "ok"}
@@ -48,7 +49,7 @@ def test_healthz_and_readyz_answer_without_a_key_and_are_not_usage(
         assert ready.status_code == 200
         assert ready.json() == {
             "status": "ok",
-            "checks": {"database": "ok", "redis": "not configured", "fleet": "ok"},
+            "checks": {"database": "ok", "redis": redis, "fleet": "ok"},
         }
     # Not counted as calls, nor against a rate limit: the key's one call a minute is left.
     after = scrape(asgi_server.url)
@@ -197,12 +198,17 @@ def test_counters_move_with_calls_and_each_call_logs_one_line(
     streamed = httpx.post(f"{base}/v1/chat/completions", json=CHAT | {"stream": True},
                           headers=headers, timeout=30)  # fmt: skip
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    wrong = httpx.post(f"{base}/v1/chat/completions", json=CHAT,
+                       headers={"Authorization": "Bearer sk-mira-wrong"}, timeout=30)  # fmt: skip
+    assert wrong.status_code == 401
     after = scrape(base)
 
     def moved(name: str, **only: str) -> float:
         return metric(after, name, **only) - metric(before, name, **only)
 
     assert moved("mira_requests_total", **labels) == 2
+    assert moved("mira_requests_total") == 2  # the refused call is not a model call
+    assert moved("mira_refused_total", status="401") == 1
     usage = plain.json()["usage"]
     assert moved("mira_tokens_total", product="chat", direction="in") >= usage["prompt_tokens"]
     assert moved("mira_tokens_total", product="chat", direction="out") >= usage["completion_tokens"]
