@@ -231,3 +231,39 @@ def test_counters_move_with_calls_and_each_call_logs_one_line(
     for text in [caplog.text, *(str(r.__dict__) for r in lines)]:
         assert secret not in text and secret[8:] not in text
         assert "bearer" not in text.lower() and "authorization" not in text.lower()
+
+
+def test_open_streams_and_realtime_sessions_are_counted_while_open(
+    asgi_server, start_simulator, alice, acme
+):
+    from websockets.sync.client import connect
+
+    from gateway.realtime import KEY_SUBPROTOCOL, SUBPROTOCOL
+
+    slow = start_simulator(chunk_delay_ms=100)
+    previous = set_fleet(fleet_over(slow, names=["slow"]))
+    _key, secret = create_key(workspace=acme, name="k", created_by=alice)
+    base = asgi_server.url
+
+    def gauge(name: str) -> float:
+        return metric(scrape(base), name)
+
+    try:
+        body = CHAT | {"stream": True, "max_tokens": 40}
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body,
+                          headers={"x-api-key": secret}, timeout=30) as streamed:  # fmt: skip
+            assert streamed.status_code == 200
+            lines = streamed.iter_lines()
+            next(lines)
+            assert gauge("mira_open_streams") == 1
+            rest = "".join(lines)
+        assert "[DONE]" in rest
+        assert wait_for(lambda: gauge("mira_open_streams") == 0, attempts=300)
+
+        url = base.replace("http://", "ws://") + "/v1/realtime"
+        with connect(url, subprotocols=[SUBPROTOCOL, KEY_SUBPROTOCOL + secret]) as ws:
+            assert json.loads(ws.recv())["type"] == "session.created"
+            assert gauge("mira_realtime_sessions") == 1
+        assert wait_for(lambda: gauge("mira_realtime_sessions") == 0, attempts=300)
+    finally:
+        set_fleet(previous)
