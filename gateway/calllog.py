@@ -59,6 +59,18 @@ def start() -> None:
         _drainer.start()
 
 
+def _forked() -> None:
+    """A worker forked from a process that had started its drainer has no thread: the
+    first call starts its own."""
+    global _drainer, _drain_lock
+    _drainer = None
+    _drain_lock = threading.Lock()
+    _noted.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _drain_forever() -> None:
     if metrics.MULTIPROCESS:
         atexit.register(metrics.process_ended, os.getpid())
