@@ -14,6 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from accounts.checks import require_secret_key  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+from gateway import calllog, health  # noqa: E402
 from gateway.asgi import GatewayHandler  # noqa: E402
 from gateway.realtime import websocket_app as realtime_app  # noqa: E402
 from gateway.versions import is_api_path  # noqa: E402
@@ -28,11 +29,19 @@ from gateway import job_runner  # noqa: E402
 books.start()
 # Poll and settle music and video jobs in the background (GATEWAY_JOB_RUNNER).
 job_runner.start()
+# Count and log finished calls off their path (and, with several workers, keep this
+# one's booking figures fresh for the scrapes that the others answer).
+calllog.start()
 
 
 async def http_app(scope, receive, send) -> None:
-    """API paths go to the gateway's lean handler, everything else to the console."""
-    app = gateway_app if is_api_path(scope["path"]) else django_asgi_app
+    """API paths go to the gateway's lean handler, probes and scrapes to gateway.health,
+    everything else to the console."""
+    path = scope["path"]
+    if path in health.PATHS:
+        app = health.app
+    else:
+        app = gateway_app if is_api_path(path) else django_asgi_app
     await app(scope, receive, send)
 
 

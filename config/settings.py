@@ -322,11 +322,24 @@ MIRA_SIMULATOR = not (MIRA_API_BASE or MIRA_FLEET_FILE)
 
 BILLING_CURRENCY = env_str("BILLING_CURRENCY", "USD")
 
+# /metrics (gateway.health): with a token, scrapes send `Authorization: Bearer <token>`;
+# without one, only loopback may read it.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+
+# Log lines as text ("plain") or one JSON object each ("json"); every model call logs one
+# line (logger "mira.calls", at INFO) with its request id, workspace, key prefix, product,
+# model, node, status, latency and cost (gateway.calllog).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gateway.jsonlog.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -528,6 +528,15 @@ def _monthly_limits(workspace_ids: set[int]) -> dict[int, int | None]:
         return dict(cursor.fetchall())
 
 
+def backlog() -> tuple[int, float | None]:
+    """(bookings queued and not yet written, when the oldest was answered as a
+    `time.time()`, or None): what /metrics reports as the queue and the journal's lag."""
+    with _lock:
+        if not _queue:
+            return 0, None
+        return len(_queue), _queue[0].fields["created_at"].timestamp()
+
+
 def drain() -> None:
     """Write everything queued and give back every unused lease, and wait."""
     db.submit(flush, give_back=True).result()

@@ -22,7 +22,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, resolve, set_script_prefix
 
-from gateway import versions
+from gateway import metrics, versions
 from gateway.errors import ApiError, too_large
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ async def handle(request: HttpRequest) -> HttpResponseBase:
         )
     for name, value in extra_headers.items():
         response[name] = value
+    if response.status_code >= 400 and not getattr(request, "metered", False):
+        metrics.refused(response.status_code)
     return response
 
 
@@ -111,6 +113,7 @@ async def _refuse(scope: dict, send, error: ApiError) -> None:
     could lose this answer)."""
     anthropic = scope["path"].split("/")[2:3] == ["messages"]
     response = error.response(anthropic=anthropic)
+    metrics.refused(response.status_code)
     headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
     headers += [
         (b"content-length", str(len(response.content)).encode()),

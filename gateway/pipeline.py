@@ -26,6 +26,7 @@ from console import books, db, keys, ledger, pricing, usage
 from console.keys import KeyInfo
 from console.shared import counter_add_and_get, counter_add_task
 from console.usage import cost_of
+from gateway import calllog
 from gateway.errors import ApiError
 from upstream.errors import UpstreamError
 from upstream.fleet import UpstreamBytes, UpstreamResponse, UpstreamStream, get_fleet
@@ -41,6 +42,7 @@ class Caller:
     key: KeyInfo | None = None
     user_id: int | None = None
     source: str = "api"
+    key_prefix: str = ""  # the key's first characters, as the Keys page shows them (logs)
 
     @property
     def limit_id(self) -> str:
@@ -89,7 +91,13 @@ async def authenticate(request: HttpRequest) -> Caller:
         raise ApiError(401, "This API key has been revoked or disabled.", code="inactive_api_key")
     if info.expires_at and info.expires_at <= datetime.now(UTC):
         raise ApiError(401, "This API key has expired.", code="expired_api_key")
-    return Caller(workspace_id=info.workspace_id, key=info, user_id=info.user_id, source="api")
+    return Caller(
+        workspace_id=info.workspace_id,
+        key=info,
+        user_id=info.user_id,
+        source="api",
+        key_prefix=keys.display_prefix(secret),
+    )
 
 
 def authorize(caller: Caller, *, scope: str, model: str | None = None) -> None:
@@ -173,6 +181,11 @@ class Call:
     stream: bool = False
     model_asked: str = ""  # the name the caller asked for, when an alias served `model`
     started: float = field(default_factory=time.monotonic)
+    # For the metrics (gateway.calllog): when the request came in, when the call first
+    # went upstream, and when the upstream's answer (or a stream's first event) came.
+    arrived: float = 0.0
+    sent_at: float = 0.0
+    answered_at: float = 0.0
     node: str = ""
     status: int = 0
     tokens_in: int = 0
@@ -203,6 +216,7 @@ class Call:
     ) -> UpstreamResponse:
         """The upstream's complete answer through the fleet, its node and status noted;
         an upstream failure is raised as the caller's ApiError (see `failed`)."""
+        self.sent_at = self.sent_at or time.monotonic()
         try:
             response = await get_fleet().request(
                 method, path, json=body, content=content, files=files, data=data,
@@ -227,6 +241,7 @@ class Call:
     async def open_bytes(self, path: str, body: dict) -> UpstreamBytes:
         """An upstream answer of raw bytes (audio), opened: its status and headers have
         come. A failure up to then is raised as the caller's error, the call booked."""
+        self.sent_at = self.sent_at or time.monotonic()
         stream = get_fleet().stream_bytes(
             "POST", path, json=body, model=self.model or None, headers=self.upstream_headers
         )
@@ -246,13 +261,15 @@ class Call:
 
     def open_stream(self, path: str, body: dict) -> UpstreamStream:
         """An upstream SSE stream for this call, not yet opened (see gateway.relay)."""
+        self.sent_at = self.sent_at or time.monotonic()
         return get_fleet().stream(
             "POST", path, json=body, model=self.model or None, headers=self.upstream_headers
         )
 
     def first_byte(self) -> None:
         if self.ttft_ms is None:
-            self.ttft_ms = int((time.monotonic() - self.started) * 1000)
+            self.answered_at = now = time.monotonic()
+            self.ttft_ms = int((now - self.started) * 1000)
 
     def failed(self, exc: UpstreamError) -> ApiError:
         """Record an upstream failure and turn it into the caller's error.
@@ -282,15 +299,20 @@ class Call:
         wait = wait or self.caller.source != "api"
         self.finished = True
         key = self.caller.key
+        fields = self._fields()
         done = books.book(
             books.Booking(
-                fields=self._fields(),
+                fields=fields,
                 held=self.held,
                 variant=self.variant,
                 key_budget=key.monthly_budget if key else None,
             ),
             wait=wait,
         )
+        try:
+            calllog.finished(self, fields)
+        except Exception:  # a metric or a log line never stops a call
+            logger.exception("could not count the call %s", self.request_id)
         tokens = self.tokens_in + self.tokens_out
         if tokens:
             minute, _ = _window()
@@ -390,9 +412,12 @@ async def start(
         variant=variant,
         upstream_headers=fault_headers(request),
     )
+    call.arrived = getattr(request, "started", 0.0) or call.started
     if choices > 1:
         max_tokens = (max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS) * choices
     call.held = await _hold(call, max_tokens)
+    if request is not None:
+        request.metered = True  # counted once finished (gateway.calllog), not as refused
     return call
 
 

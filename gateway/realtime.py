@@ -38,7 +38,7 @@ from django.http.request import validate_host
 
 from console import books, db, ledger, pricing
 from console.shared import counter_add, counter_add_task
-from gateway import pipeline, versions
+from gateway import metrics, pipeline, versions
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
 from gateway.http import UPSTREAM_ERRORS, Operation, endpoint
@@ -168,6 +168,7 @@ async def open_session(
     except BaseException:
         await counter_add(counter, -1, _counter_ttl())
         raise
+    call.sent_at = time.monotonic()
     try:
         upstream = await realtime_connect(get_fleet(), model=model)
     except UpstreamError as exc:
@@ -178,10 +179,12 @@ async def open_session(
         call.status = 499
         await _end_call(call, counter)
         raise
+    call.answered_at = time.monotonic()  # connected: the session's length is not the gateway's
     call.node = upstream.node
     call.status = 200
     session = Session(call=call, upstream=upstream, counter=counter, minute_price=price)
     session.secret = secret
+    metrics.REALTIME_SESSIONS.inc()  # until the session's `_close`
     return session
 
 
@@ -214,6 +217,7 @@ class Session:
         self._extend_lock = asyncio.Lock()
         self.on_meter: Callable[[], Awaitable[None]] | None = None
         self.secret = ""  # the key's, to notice that it stopped working
+        self._counted_closed = False
 
     @property
     def node(self) -> str:
@@ -410,6 +414,9 @@ class Session:
         if self._extending is not None:
             await asyncio.wait([self._extending], timeout=10)
         self.call.units = self.units()
+        if not self._counted_closed:
+            self._counted_closed = True
+            metrics.REALTIME_SESSIONS.dec()
         await _end_call(self.call, self.counter)
 
 

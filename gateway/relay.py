@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
+from gateway import metrics
 from gateway.errors import ApiError
 from gateway.pipeline import Call
 from upstream.errors import UpstreamError
@@ -180,6 +181,7 @@ class Relay:
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.booked = False
+        metrics.OPEN_STREAMS.inc()  # until `close()`
 
     async def events(self) -> AsyncIterator:
         """What to send, one item per batch of upstream chunks (see UpstreamStream.batch)."""
@@ -237,6 +239,7 @@ class Relay:
         if self.closed:
             return
         self.closed = True
+        metrics.OPEN_STREAMS.dec()
         if self.opening is not None and not self.opening.done():
             self.opening.cancel()
             await asyncio.wait((self.opening,))

@@ -93,6 +93,7 @@ class Node:
         self.outstanding = 0
         self.healthy = True
         self.consecutive_failures = 0
+        self.ejections = 0  # times ejected since this process started (/metrics)
         self.cooldown_until = 0.0
         self.next_probe_at = 0.0
         self.probing = False
@@ -131,6 +132,7 @@ class Node:
             self.consecutive_failures += 1
             if self.healthy and self.consecutive_failures >= eject_after:
                 self.healthy = False
+                self.ejections += 1
                 self.next_probe_at = now + probe_interval
                 return True
             return False
@@ -189,6 +191,7 @@ class Node:
             "p50_ms": self.p50_ms(),
             "recent_errors": self.recent_errors(),
             "consecutive_failures": self.consecutive_failures,
+            "ejections": self.ejections,
             "cooling_down": self.cooldown_until > now,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,

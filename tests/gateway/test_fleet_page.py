@@ -17,7 +17,8 @@ def test_staff_see_each_node_with_its_state_and_no_key(db, upstream_fleet):
 def test_the_node_table_refreshes_as_a_partial(db, upstream_fleet):
     staff = User.objects.create_user(email="ops@example.com", password="x", is_staff=True)
     partial = signed_in(staff).get("/fleet/", headers={"HX-Request": "true"}).content.decode()
-    assert partial.lstrip().startswith('<section class="card" id="nodes"')
+    assert partial.lstrip().startswith('<div id="fleet-live"')
+    assert 'id="nodes"' in partial and 'id="figures"' in partial
 
 
 def test_members_who_are_not_staff_get_404(alice_client):
@@ -30,3 +31,30 @@ def test_every_page_says_when_the_simulator_is_the_upstream(alice_client):
             assert "Simulator mode." in alice_client.get(url).content.decode()
     with override_settings(MIRA_SIMULATOR=False):
         assert "Simulator mode." not in alice_client.get("/w/acme/").content.decode()
+
+
+def test_the_gateway_figures_are_the_metrics_figures(asgi_server, upstream_fleet, alice, acme):
+    import re
+
+    import httpx
+
+    from console.actions import create_key
+    from tests.gateway.test_ops import metric
+
+    _key, secret = create_key(workspace=acme, name="k", created_by=alice)
+    for _ in range(3):
+        answer = httpx.post(
+            f"{asgi_server.url}/v1/chat/completions",
+            json={"model": "mira", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-api-key": secret},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+    scraped = httpx.get(f"{asgi_server.url}/metrics").text
+    calls = metric(scraped, "mira_requests_total")
+    assert calls >= 3
+    staff = User.objects.create_user(email="ops@example.com", password="x", is_staff=True)
+    page = signed_in(staff).get("/fleet/").content.decode()
+    shown = re.search(r'id="figure-calls">([\d,]+)<', page).group(1)
+    assert int(shown.replace(",", "")) == calls
+    assert 'id="figure-open">0 / 0<' in page
