@@ -7,6 +7,7 @@ from console import billing_views, dashboards
 from console import views as console_views
 from gateway import aliases_page, fleet_page
 from playground import images as playground_images
+from playground import jobs as playground_jobs
 from playground import realtime as playground_realtime
 from playground import views as playground_views
 from playground import vision as playground_vision
@@ -46,6 +47,7 @@ workspace_patterns = [
     *_under("playground/vision/", playground_vision),
     *_under("playground/voice/", playground_voice),
     *_under("playground/realtime/", playground_realtime),
+    *_under("playground/", playground_jobs),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),
