@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from gateway import job_runner, media
-from gateway.models import Job, JobKind, JobStatus
+from gateway.models import Job, JobKind, JobStatus, StoredFile
 from playground import sockets
 
 logger = logging.getLogger(__name__)
@@ -71,14 +71,8 @@ def card_context(job: Job, slug: str) -> dict:
 
 
 def _poster(job: Job, file_id: str) -> str:
-    from gateway.models import StoredFile
-
     file = StoredFile.objects.for_workspace(job.workspace_id).filter(pk=file_id).first()
     return media.signed_path(file) if file is not None else ""
-
-
-def render_card(job: Job, slug: str, request: HttpRequest | None = None) -> str:
-    return render_to_string(CARD_TEMPLATE, {"card": card_context(job, slug)}, request=request)
 
 
 def watch(request: HttpRequest) -> dict:
@@ -176,6 +170,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
             state = (job.status, job.progress, job.settled_at is not None)
             if self.seen.get(job.id) == state:
                 continue
+            card = card_context(job, self.workspace.slug)
             messages.append(
                 {
                     "type": "jobs.update",
@@ -184,9 +179,9 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
                     "status": job.status,
                     "state": list(state),
                     "finished": state[2],
-                    "prompt": job.params.get("prompt", "")[:80],
-                    "url": card_context(job, self.workspace.slug)["page_url"],
-                    "html": render_card(job, self.workspace.slug),
+                    "prompt": card["prompt"][:80],
+                    "url": card["page_url"],
+                    "html": render_to_string(CARD_TEMPLATE, {"card": card}),
                 }
             )
         return messages

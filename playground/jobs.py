@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget
 
 from accounts.access import workspace_view
-from gateway import jobs
+from gateway import job_runner, jobs
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
 from gateway.models import Job, JobKind
@@ -155,9 +155,8 @@ async def _start(request: HttpRequest, kind: str) -> HttpResponse:
         first_frame, body = None, form.body()
     try:
         answer = await jobs.create(
-            media.caller_of(request), body, kind=kind, request_id=new_request_id(),
-            request=request, endpoint=job_runner_path(kind),
-        )  # fmt: skip
+            media.caller_of(request), body, kind=kind, request_id=new_request_id(), request=request
+        )
     except ApiError as exc:
         # The form stays as it was sent; the call's own status is in the message.
         return await respond(request, kind, form, status=200, form_error=_explain(exc))
@@ -168,10 +167,6 @@ async def _start(request: HttpRequest, kind: str) -> HttpResponse:
         await Job.objects.filter(pk=job.pk).aupdate(params=job.params)
     await request.session.aset(job_centre.SESSION_FLAG, True)
     return await sync_to_async(_started_response)(request, kind, answer["id"])
-
-
-def job_runner_path(kind: str) -> str:
-    return jobs.MUSIC_PATH if kind == JobKind.MUSIC else jobs.VIDEO_PATH
 
 
 def _started_response(request: HttpRequest, kind: str, job_id: str) -> HttpResponse:
@@ -202,7 +197,7 @@ async def card(request: HttpRequest, job_id: str) -> HttpResponse:
     fallback when its websocket is closed)."""
     job = await sync_to_async(_get_job)(request, job_id)
     if job.settled_at is None and job.upstream_id:
-        await jobs.job_runner.poll_now(job.pk)
+        await job_runner.poll_now(job.pk)
     return await sync_to_async(_card_response)(request, job_id)
 
 
