@@ -270,7 +270,7 @@ class VideoForm(forms.Form):
         choices=[("16:9", "16:9 wide"), ("9:16", "9:16 tall"), ("1:1", "1:1 square")],
     )
     duration_seconds = forms.TypedChoiceField(
-        label="Length (seconds)", coerce=int, choices=[(5, "5"), (10, "10")]
+        label="Length", coerce=int, choices=[(5, "5 s"), (10, "10 s")]
     )
     resolution = forms.ChoiceField(choices=[("720p", "720p"), ("1080p", "1080p")])
 

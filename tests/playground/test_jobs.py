@@ -170,3 +170,24 @@ async def test_the_socket_refuses_who_may_not_see_the_jobs(db, charlie, who):
     connected, code = await ws.connect()
     assert not connected and code == (4401 if who == "anonymous" else 4403)
     await ws.disconnect()
+
+
+def test_a_video_starts_from_one_of_the_members_pictures(alice_client, upstream_fleet):
+    from tests.playground.test_images import generate
+
+    assert generate(alice_client).status_code == 200
+    page = alice_client.get(VIDEO).content.decode()
+    picks = re.findall(r'name="image" value="([^"]+)"', page)
+    assert picks, "the member's pictures are offered as a first frame"
+    response = alice_client.post(
+        VIDEO + "start/", {"prompt": "The picture comes alive", "aspect_ratio": "1:1",
+                           "duration_seconds": "10", "resolution": "1080p", "image": picks[0]},
+        **HTMX, **LONG,
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    job = Job.objects.get()
+    assert job.params["image_to_video"] is True and job.params["duration_seconds"] == 10
+    assert job.params["first_frame_file"].startswith("file_")
+    assert "from an image" in response.content.decode()
+    code = alice_client.get(f"{VIDEO}code/?job={job.pk}").content.decode()
+    assert job.params["first_frame_file"] in code and "/video/generate" in code
