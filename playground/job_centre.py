@@ -190,7 +190,9 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):
         """Move the member's unfinished jobs on, and tell the member's pages what changed."""
         unfinished = await sync_to_async(self._unfinished)()
         for job_id in unfinished:
-            await job_runner.poll_now(job_id)
+            # Shielded: a page closed mid-poll must not leave the job claimed until the
+            # claim expires, with every other page of the member waiting on it.
+            await asyncio.shield(job_runner.poll_now(job_id))
         watched = set(unfinished) | self.watching
         if not watched:
             return

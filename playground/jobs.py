@@ -9,6 +9,8 @@ history: `?job=` loads one into the form. Every lookup starts from the workspace
 the member: another member's jobs are 404.
 """
 
+import asyncio
+
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -197,7 +199,7 @@ async def card(request: HttpRequest, job_id: str) -> HttpResponse:
     fallback when its websocket is closed)."""
     job = await sync_to_async(_get_job)(request, job_id)
     if job.settled_at is None and job.upstream_id:
-        await job_runner.poll_now(job.pk)
+        await asyncio.shield(job_runner.poll_now(job.pk))  # not left claimed if the page goes
     return await sync_to_async(_card_response)(request, job_id)
 
 

@@ -161,14 +161,18 @@ async def test_the_socket_tells_the_member_of_their_jobs_and_nobody_else(
     await theirs.disconnect()
 
 
-@pytest.mark.parametrize("who", ["anonymous", "stranger"])
-async def test_the_socket_refuses_who_may_not_see_the_jobs(db, charlie, who):
+@pytest.mark.parametrize("who", ["anonymous", "stranger", "foreign page"])
+async def test_the_socket_refuses_who_may_not_see_the_jobs(alice, charlie, who):
     headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if who == "stranger":
         headers = await sync_to_async(session_headers)(charlie)
+    elif who == "foreign page":
+        headers = await sync_to_async(session_headers)(alice, b"https://evil.example")
     ws = _socket(headers)
     connected, code = await ws.connect()
-    assert not connected and code == (4401 if who == "anonymous" else 4403)
+    assert not connected
+    if who != "foreign page":
+        assert code == (4401 if who == "anonymous" else 4403)
     await ws.disconnect()
 
 
