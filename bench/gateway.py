@@ -8,6 +8,7 @@ a demo workspace and key. Then, for non-streamed and streamed
 (`POST /v1/images/generate`), it makes the same calls directly to the simulator and
 through the gateway, and prints the latency percentiles, the added
 latency and the ratios, the throughput and the CPU cost per call of each process.
+Music jobs are started on both sides and followed until they end (bench.jobs).
 Both servers are stopped and the database removed at the end, on errors and on
 Ctrl-C too. See `bench/README.md`.
 """
@@ -32,7 +33,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 
-from bench import realtime, report
+from bench import jobs, realtime, report
 from bench.client import Answer, Connection, build_request
 from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import (
@@ -52,7 +53,7 @@ from bench.simulator import KEY_VARIABLE
 PATH = "/v1/chat/completions"
 IMAGE_PATH = "/v1/images/generate"
 SPEECH_PATH = "/v1/audio/speech"
-MODES = ("chat", "stream", "image", "speech", "realtime")
+MODES = ("chat", "stream", "image", "speech", "realtime", "jobs")
 PROMPT = "Say hello to the benchmark in a few words."
 IMAGE_PROMPT = "A lighthouse at dusk"
 # The simulator draws and encodes each picture (tens of milliseconds of CPU), so image
@@ -100,9 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=_int_list, default=[1, 16, 64], help="default 1,16,64"
     )
-    parser.add_argument(
-        "--modes", type=_modes, default=list(MODES), help="chat,stream,image,speech,realtime"
-    )
+    parser.add_argument("--modes", type=_modes, default=list(MODES), help=",".join(MODES))
     parser.add_argument(
         "--requests-c1", type=int, default=1000, help="timed calls at concurrency 1"
     )
@@ -126,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1000,
         help="realtime sessions to hold open through the console at once",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=40,
+        help="music jobs started on each side, direct and through the console",
     )
     parser.add_argument(
         "--warmup", type=int, default=100, help="untimed calls first (at least 3 per client)"
@@ -160,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.workers is None:
         args.workers = _default_workers()
     counts = (args.workers, args.requests, args.requests_c1, args.image_requests, args.rounds,
-              args.realtime_frames, args.realtime_sessions)  # fmt: skip
+              args.realtime_frames, args.realtime_sessions, args.jobs)  # fmt: skip
     if min(counts) < 1 or args.settle < 0:
         parser.error("workers, rounds and request counts must be at least 1, --settle not negative")
     return args
@@ -428,8 +433,8 @@ async def measure(setup: Setup, args: argparse.Namespace) -> list[report.Run]:
     """Every mode at every concurrency, direct and through the gateway in turns."""
     runs: list[report.Run] = []
     for mode in args.modes:
-        if mode == "realtime":
-            continue  # a websocket, measured on its own (bench.realtime)
+        if mode in ("realtime", "jobs"):
+            continue  # measured on their own (bench.realtime, bench.jobs)
         direct = (setup.simulator.port, setup.upstream_key)
         gateway = (setup.console.port, setup.gateway_key)
         targets = {
@@ -527,6 +532,9 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         f"realtime: WSS /v1/realtime with a Bearer key, {args.realtime_frames} turns of a 100 ms "
         f"audio frame and a clear, direct and through the gateway in turns; then "
         f"{args.realtime_sessions} sessions held open at once through the console",
+        f"jobs: POST {jobs.PATH}, {args.jobs} music jobs of 2 s a side started together in "
+        f"up to {args.rounds} rounds, then polled every {jobs.POLL * 1000:g} ms until ended "
+        "(through the console: settled)",
         f"calls: POST {PATH}, model mira, max_tokens {args.max_tokens}; "
         f"{args.requests_c1} timed at c=1, {args.requests} above, after "
         f"max({args.warmup}, 3 x c) warm-up calls; at most {args.max_seconds:g} s per run; "
@@ -579,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
                             setup, args.realtime_frames, args.realtime_sessions, args.rounds
                         )
                     )
+                job_times = None
+                if "jobs" in args.modes:
+                    _progress(f"  jobs: {args.jobs} music jobs a side, until each has ended")
+                    job_times = runner.run(jobs.measure(setup, args.jobs, args.rounds))
             stolen = steal_share(counters, cpu_counters())
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -600,9 +612,15 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for line in realtime.lines(sessions):
             print(line)
+    if job_times is not None:
+        print()
+        for line in jobs.lines(job_times):
+            print(line)
     problems = report.errors_detail(runs)
     if sessions is not None and sessions.failures:
         problems.append(f"realtime: {dict(sessions.failures)}")
+    if job_times is not None and job_times.failures:
+        problems.append(f"jobs: {dict(job_times.failures)}")
     if problems:
         print()
         print("Errors:")
@@ -618,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         results = report.as_json(runs)
         if sessions is not None:
             results.append({"mode": "realtime", **realtime.as_json(sessions)})
+        if job_times is not None:
+            results.append({"mode": "jobs", **jobs.as_json(job_times)})
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 1 if problems else 0
 

@@ -8,6 +8,7 @@ from console import views as console_views
 from gateway import aliases_page, fleet_page
 from playground import fetch as playground_fetch
 from playground import images as playground_images
+from playground import jobs as playground_jobs
 from playground import realtime as playground_realtime
 from playground import views as playground_views
 from playground import vision as playground_vision
@@ -48,6 +49,7 @@ workspace_patterns = [
     *_under("playground/voice/", playground_voice),
     *_under("playground/realtime/", playground_realtime),
     *_under("playground/fetch/", playground_fetch),
+    *_under("playground/", playground_jobs),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

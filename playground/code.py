@@ -228,3 +228,37 @@ def transcription_snippets(
         Snippet("curl", "curl", "bash", curl_code),
         Snippet("python", "Python", "python", python_code),
     ]
+
+
+# Music and video are jobs: one call starts one, then it is asked after until it ends.
+_JOB_PATHS = {"music": ("/audio/music", "audio_url"), "video": ("/video/generate", "video_url")}
+
+
+def job_snippets(kind: str, body: dict, base_url: str) -> list[Snippet]:
+    """A music or video job: started with the OpenAI SDKs' plain POST, then polled."""
+    path, field = _JOB_PATHS[kind]
+    python_code = (
+        "import time\n\n"
+        + _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + f"job = client.post(\n    {json.dumps(path)},\n    body={_python(body, 1)},\n"
+        + "    cast_to=object,\n)\n"
+        + 'while job["status"] in ("queued", "running"):\n'
+        + "    time.sleep(2)\n"
+        + f"    job = client.get(f\"{path}/{{job['id']}}\", cast_to=object)\n"
+        + f'print(job["status"], job.get("{field}"))\n'
+    )
+    data = json.dumps(body, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    javascript_code = (
+        _CLIENT_JS.format(base_url=json.dumps(base_url))
+        + f'let job = await client.post("{path}", {{\n  body: {data},\n}});\n'
+        + 'while (job.status === "queued" || job.status === "running") {\n'
+        + "  await new Promise((resolve) => setTimeout(resolve, 2000));\n"
+        + f"  job = await client.get(`{path}/${{job.id}}`);\n"
+        + "}\n"
+        + f"console.log(job.status, job.{field});\n"
+    )
+    return [
+        Snippet("curl", "curl", "bash", curl(body, base_url, path)),
+        Snippet("python", "Python", "python", python_code),
+        Snippet("javascript", "JavaScript", "javascript", javascript_code),
+    ]

@@ -187,3 +187,98 @@ class TranscriptionForm(forms.Form):
         error_messages={"min_length": "Write a language code such as en or ru, or leave it empty."},
         widget=forms.TextInput(attrs={"placeholder": "auto", "autocomplete": "off"}),
     )
+
+
+# The Music and Video pages' forms: every field of `gateway.jobs.MusicRequest` and
+# `VideoRequest` (the video's first frame comes beside the form, as the Vision page's image).
+MAX_MUSIC_SECONDS = 240
+_MUSIC_SECONDS_ERRORS = dict.fromkeys(
+    ("min_value", "max_value", "invalid", "required"),
+    f"Choose a length between 1 and {MAX_MUSIC_SECONDS} seconds.",
+)
+
+
+def _describe(label: str, placeholder: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        required=False,
+        max_length=200,
+        strip=True,
+        widget=forms.TextInput(attrs={"placeholder": placeholder, "autocomplete": "off"}),
+    )
+
+
+class MusicForm(forms.Form):
+    prompt = forms.CharField(
+        max_length=4000,
+        strip=True,
+        error_messages={"required": "Describe the music to make."},
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "A calm piano piece for a rainy morning"}
+        ),
+    )
+    genre = _describe("Genre", "ambient")
+    mood = _describe("Mood", "calm")
+    style = _describe("Style", "solo piano")
+    duration_seconds = forms.IntegerField(
+        label="Length (seconds)",
+        min_value=1,
+        max_value=MAX_MUSIC_SECONDS,
+        error_messages=_MUSIC_SECONDS_ERRORS,
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+    )
+    instrumental = forms.BooleanField(label="Instrumental (no vocals)", required=False)
+    lyrics = forms.CharField(
+        required=False,
+        max_length=10_000,
+        strip=True,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "Leave empty to let the model write them"}
+        ),
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("instrumental") and data.get("lyrics"):
+            self.add_error(
+                "lyrics", "An instrumental piece has no lyrics: clear them or untick Instrumental."
+            )
+        return data
+
+    def body(self) -> dict:
+        """The exact request body the page sends to the music product."""
+        data = self.cleaned_data
+        body = {"prompt": data["prompt"]}
+        body |= {name: data[name] for name in ("genre", "mood", "style") if data[name]}
+        body |= {"duration_seconds": data["duration_seconds"], "instrumental": data["instrumental"]}
+        if data["lyrics"]:
+            body["lyrics"] = data["lyrics"]
+        return body
+
+
+class VideoForm(forms.Form):
+    prompt = forms.CharField(
+        max_length=4000,
+        strip=True,
+        error_messages={"required": "Describe the video to make."},
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "A paper boat drifting down a rainy street"}
+        ),
+    )
+    aspect_ratio = forms.ChoiceField(
+        label="Aspect ratio",
+        choices=[("16:9", "16:9 wide"), ("9:16", "9:16 tall"), ("1:1", "1:1 square")],
+    )
+    duration_seconds = forms.TypedChoiceField(
+        label="Length", coerce=int, choices=[(5, "5 s"), (10, "10 s")]
+    )
+    resolution = forms.ChoiceField(choices=[("720p", "720p"), ("1080p", "1080p")])
+
+    def body(self, first_frame: str | None) -> dict:
+        """The exact request body the page sends to the video product."""
+        data = self.cleaned_data
+        body = {"prompt": data["prompt"]}
+        if first_frame:
+            body["first_frame"] = first_frame
+        fields = ("aspect_ratio", "duration_seconds", "resolution")
+        return body | {name: data[name] for name in fields}

@@ -1,7 +1,6 @@
 """The playground's products, each a page with its own URL, in the order the tab strip shows them.
 
-A product appears here once its page exists (Music, Video and Fetch
-join as they land).
+A product appears here once its page exists.
 """
 
 from django.http import HttpRequest
@@ -13,6 +12,8 @@ PRODUCTS = [
     ("playground_images", "Images", "image"),
     ("playground_vision", "Vision", "eye"),
     ("playground_voice", "Voice", "voice"),
+    ("playground_music", "Music", "music"),
+    ("playground_video", "Video", "video"),
     ("playground_realtime", "Realtime", "mic"),
     ("playground_fetch", "Fetch", "link"),
 ]

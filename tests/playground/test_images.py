@@ -74,6 +74,8 @@ def test_the_page_links_every_product_of_the_playground(alice_client, upstream_f
         "/w/acme/playground/images/",
         "/w/acme/playground/vision/",
         "/w/acme/playground/voice/",
+        "/w/acme/playground/music/",
+        "/w/acme/playground/video/",
         "/w/acme/playground/realtime/",
         "/w/acme/playground/fetch/",
     ]
