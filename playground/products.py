@@ -14,6 +14,8 @@ PRODUCTS = [
     ("playground_vision", "Vision", "eye"),
     ("playground_voice", "Voice", "voice"),
     ("playground_realtime", "Realtime", "mic"),
+    ("playground_embeddings", "Embeddings", "grid"),
+    ("playground_responses", "Responses", "bolt"),
 ]
 
 

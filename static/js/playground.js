@@ -117,6 +117,7 @@ function start(root) {
       case "idle":
         streaming.clear();
         pending = false;
+        countSoon();
         break;
       case "problem":
         pending = false;
@@ -369,6 +370,7 @@ function start(root) {
   }
 
   function saveSoon() {
+    countSoon();
     if (conversation === null) return;
     clearTimeout(saveTimer);
     saveTimer = setTimeout(() => send({ type: "save", conversation, settings: snapshot() }), 700);
@@ -676,6 +678,7 @@ function start(root) {
   });
   input.addEventListener("input", () => {
     autosize();
+    countSoon();
     if (!errorEl.hidden) showError("");
   });
 
@@ -777,6 +780,24 @@ function start(root) {
   });
 
   // ---------- View code ----------
+
+  // The live token count: the request the next send would make (as "View code" shows it),
+  // counted by the console a moment after the member stops typing or changes a setting.
+  let countTimer;
+  function countSoon() {
+    const counter = document.getElementById("pg-tokens");
+    if (!counter) return;
+    clearTimeout(countTimer);
+    countTimer = setTimeout(() => {
+      const request = { conversation, settings: snapshot(), column: state.active, draft: input.value };
+      window.htmx.ajax("POST", counter.dataset.url, {
+        source: counter,
+        target: counter,
+        swap: "innerHTML",
+        values: { kind: "chat", state: JSON.stringify(request) },
+      });
+    }, 300);
+  }
 
   function viewCode() {
     const dialog = document.getElementById("pg-code");
@@ -883,6 +904,7 @@ function start(root) {
   syncColumns();
   showPresetControls();
   autosize();
+  countSoon();
   connect();
   input.focus();
 }

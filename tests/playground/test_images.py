@@ -75,6 +75,8 @@ def test_the_page_links_every_product_of_the_playground(alice_client, upstream_f
         "/w/acme/playground/vision/",
         "/w/acme/playground/voice/",
         "/w/acme/playground/realtime/",
+        "/w/acme/playground/embeddings/",
+        "/w/acme/playground/responses/",
     ]
     assert re.search(r'aria-current="page"[^<]*<svg[^>]*>.*?</svg> Images', tabs, re.S)
     sidebar = re.search(r'<nav class="nav">.*?</nav>', page, re.S).group(0)
