@@ -235,7 +235,8 @@ async def send(request: HttpRequest) -> HttpResponse:
     form_response = sync_to_async(_form_response)
     if not form.is_valid():
         return await form_response(request, form)
-    body = form.body()
+    asked = form.body()
+    body = dict(asked)
     request_id = new_request_id()
     started = time.monotonic()
     try:
@@ -256,11 +257,13 @@ async def send(request: HttpRequest) -> HttpResponse:
         cost=cost,
         duration_ms=duration_ms,
     )
-    return await sync_to_async(_run_response)(request, saved)
+    return await sync_to_async(_run_response)(request, saved, asked)
 
 
-def _run_response(request: HttpRequest, saved: ResponseRun) -> HttpResponse:
-    context = _form_context(ResponseForm(initial=_initial(saved)), result=_result(saved))
+def _run_response(request: HttpRequest, saved: ResponseRun, asked: dict) -> HttpResponse:
+    # The form again as the member filled it in (the output limit only if they set one).
+    initial = _initial(saved) | {"max_output_tokens": asked.get("max_output_tokens")}
+    context = _form_context(ResponseForm(initial=initial), result=_result(saved))
     return render(request, TEMPLATE + "#run-and-history", context | _history(request, saved))
 
 

@@ -60,6 +60,12 @@ def _responses(request: HttpRequest) -> tuple[str, str, int]:
     if request.POST.get("instructions", "").strip():
         body["instructions"] = request.POST["instructions"]
     try:
+        tools = json.loads(request.POST.get("tools") or "null")
+    except ValueError:
+        tools = None  # the form says what is wrong with them when it is sent
+    if isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools):
+        body["tools"] = tools
+    try:
         spec = gateway_responses.ResponsesRequest.model_validate(body)
     except ValidationError:
         raise Invalid("The prompt cannot be counted.") from None

@@ -279,6 +279,7 @@ function start(root) {
     attachments = lastDraft.attachments;
     renderAttachments();
     autosize();
+    countSoon();
   }
 
   // ---------- settings ----------
@@ -579,6 +580,7 @@ function start(root) {
     if (suggest) {
       input.value = suggest.dataset.suggest;
       autosize();
+      countSoon();
       input.focus();
       return;
     }
