@@ -140,6 +140,18 @@ def test_a_response_is_metered_kept_and_shown_with_its_request_and_response(
     assert re.search(r'<nav id="rsp-history" [^>]*hx-swap-oob="true"', page)
 
 
+def test_the_form_comes_back_as_the_member_filled_it_in(alice_client, upstream_fleet):
+    page = send(alice_client).content.decode()
+    run = ResponseRun.objects.get()
+    # The call was held for (and sent with) the default limit; the form stays blank.
+    assert run.request["max_output_tokens"] > 0
+    field = re.search(r'<input type="number" name="max_output_tokens"[^>]*>', page).group(0)
+    assert "value=" not in field
+    page = send(alice_client, max_output_tokens="64").content.decode()
+    field = re.search(r'<input type="number" name="max_output_tokens"[^>]*>', page).group(0)
+    assert 'value="64"' in field
+
+
 def test_a_tool_call_is_shown_with_its_arguments(alice_client, upstream_fleet):
     tools = [
         {
