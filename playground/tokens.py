@@ -21,7 +21,7 @@ from gateway import chat
 from gateway import responses as gateway_responses
 from playground import conversations, views
 from playground.conversations import Tree
-from playground.params import Invalid, parse_settings, parse_text
+from playground.params import MAX_IMAGES, Invalid, parse_settings, parse_text
 from upstream.tokens import count_tokens
 
 TEMPLATE = "playground/token_count.html"
@@ -30,7 +30,7 @@ MAX_CHARACTERS = 1_000_000  # of a prompt counted at once
 
 def _chat(request: HttpRequest) -> tuple[str, str, int]:
     """The conversation the next send of the column would carry: the system prompt, the
-    column's thread so far and the draft."""
+    column's thread so far and the draft with its attached images."""
     try:
         state = json.loads(request.POST.get("state", ""))
         if not isinstance(state, dict):
@@ -48,9 +48,14 @@ def _chat(request: HttpRequest) -> tuple[str, str, int]:
         conversation = views._get_conversation_for_member(request, state["conversation"])
         tree = Tree(list(conversation.messages.all()))
         path = tree.path(tree.get(column.leaf))
+    images = state.get("images", 0)
+    if not isinstance(images, int) or not 0 <= images <= MAX_IMAGES:
+        raise Invalid(f"Attach at most {MAX_IMAGES} images to one message.")
     messages = conversations.messages_for_request(path, settings.system)
-    if draft.strip():
-        messages.append({"role": "user", "content": draft})
+    if draft.strip() or images:
+        # Each attached image counts as the gateway counts one, whatever its size.
+        parts = [{"type": "image_url", "image_url": {"url": ""}}] * images
+        messages.append({"role": "user", "content": [{"type": "text", "text": draft}, *parts]})
     tokens = chat.prompt_tokens(messages) if messages else 0
     return Product.CHAT, column.model, tokens
 

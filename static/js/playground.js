@@ -735,6 +735,7 @@ function start(root) {
   }
 
   function renderAttachments() {
+    countSoon();
     const list = document.getElementById("pg-attachments");
     list.replaceChildren(...attachments.map((attachment, index) => {
       const thumb = document.createElement("div");
@@ -791,7 +792,13 @@ function start(root) {
     if (!counter) return;
     clearTimeout(countTimer);
     countTimer = setTimeout(() => {
-      const request = { conversation, settings: snapshot(), column: state.active, draft: input.value };
+      const request = {
+        conversation,
+        settings: snapshot(),
+        column: state.active,
+        draft: input.value,
+        images: attachments.length,
+      };
       window.htmx.ajax("POST", counter.dataset.url, {
         source: counter,
         target: counter,

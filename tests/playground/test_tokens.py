@@ -73,6 +73,15 @@ def test_the_count_follows_the_model_and_the_draft(alice_client):
     assert longer.startswith(f"{tokens + 2} tokens")
 
 
+def test_attached_images_count_as_the_gateway_counts_them(alice_client):
+    plain = shown(count(alice_client, state=chat_state("What is in this picture?")))
+    tokens = int(plain.split()[0])
+    two = shown(count(alice_client, state=chat_state("What is in this picture?") | {"images": 2}))
+    assert two.startswith(f"{tokens + 2 * 85} tokens")
+    alone = shown(count(alice_client, state=chat_state("") | {"images": 1}))
+    assert alone.startswith(f"{85 + 4 + 2} tokens")
+
+
 def test_an_empty_new_chat_counts_nothing(alice_client):
     assert shown(count(alice_client, state=chat_state(""))) == "0 tokens · ≈ $0.00"
 
@@ -111,6 +120,7 @@ def test_the_responses_and_embeddings_forms_are_counted(alice_client):
         ({"kind": "chat", "state": json.dumps({"settings": {"columns": []}})}, "Columns:"),
         ({"kind": "chat", "state": json.dumps(chat_state() | {"column": 5})}, "No such column."),
         ({"kind": "chat", "state": json.dumps(chat_state() | {"draft": 7})}, "must be text"),
+        ({"kind": "chat", "state": json.dumps(chat_state() | {"images": 9})}, "at most 4 images"),
         ({"kind": "embeddings", "input": "Hello"}, "Pick a model to count for."),
         ({"kind": "responses", "model": "x" * 129, "input": "Hi"}, "Pick a model to count for."),
     ],
