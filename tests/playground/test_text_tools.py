@@ -222,3 +222,17 @@ def test_a_run_can_be_deleted_from_the_history(alice_client, upstream_fleet):
     response = alice_client.post(f"{RSP}runs/{run.pk}/delete/", {"open": ""}, **HTMX)
     assert response.status_code == 200 and "No responses yet" in response.content.decode()
     assert not ResponseRun.objects.exists()
+
+
+def test_the_forms_show_as_code_before_they_are_sent(alice_client, upstream_fleet):
+    code = text_of(
+        alice_client.post(EMB + "code/", {"input": INPUTS, "model": "mira-embed"}).content.decode()
+    )
+    assert "client.embeddings.create(" in code and "Stock prices fell sharply today" in code
+    code = text_of(
+        alice_client.post(RSP + "code/", {"input": "Hi there", "model": "mira"}).content.decode()
+    )
+    assert "client.responses.create(" in code and "Hi there" in code
+    problem = text_of(alice_client.post(RSP + "code/", {"model": "mira"}).content.decode())
+    assert "Fill in the form first: Write a prompt to send." in problem
+    assert not EmbeddingRun.objects.exists() and not ResponseRun.objects.exists()
