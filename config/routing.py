@@ -4,8 +4,10 @@ from django.urls import path
 
 from playground.consumers import PlaygroundConsumer
 from playground.realtime import RealtimeConsumer
+from playground.responses_socket import ResponsesConsumer
 
 websocket_urlpatterns: list = [
     path("ws/playground/<slug:slug>/", PlaygroundConsumer.as_asgi()),
     path("ws/playground/<slug:slug>/realtime/", RealtimeConsumer.as_asgi()),
+    path("ws/playground/<slug:slug>/responses/", ResponsesConsumer.as_asgi()),
 ]

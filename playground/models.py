@@ -311,7 +311,8 @@ class ResponseRunQuerySet(models.QuerySet["ResponseRun"]):
 
 class ResponseRun(models.Model):
     """One call of the Responses page: the exact body sent to `/v1/responses` and the
-    response object that came back, with what the call cost."""
+    response object that came back (for a streamed one, the response of its last event,
+    and every event as it came), with what the call cost."""
 
     workspace = models.ForeignKey(
         Workspace, on_delete=models.CASCADE, related_name="playground_response_runs"
@@ -321,6 +322,7 @@ class ResponseRun(models.Model):
     )
     request = models.JSONField(default=dict)
     response = models.JSONField(default=dict, blank=True)
+    events = models.JSONField(default=list, blank=True, help_text="a streamed response's events")
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)

@@ -60,6 +60,9 @@ class ResponseForm(forms.Form):
         },
         widget=forms.NumberInput(attrs={"inputmode": "numeric", "placeholder": "default"}),
     )
+    stream = forms.BooleanField(
+        required=False, initial=True, label="Stream", help_text="events as they come"
+    )
     tools = forms.CharField(
         label="Function tools",
         required=False,
@@ -153,12 +156,13 @@ def output_of(response: dict) -> list[dict]:
     return shown
 
 
-def _result(run: ResponseRun) -> dict:
+def result_context(run: ResponseRun) -> dict:
     return {
         "run": run,
         "output": output_of(run.response),
         "request_json": json.dumps(run.request, indent=2, ensure_ascii=False),
         "response_json": json.dumps(run.response, indent=2, ensure_ascii=False),
+        "events_json": "\n".join(json.dumps(e, ensure_ascii=False) for e in run.events),
     }
 
 
@@ -185,6 +189,7 @@ def _initial(run: ResponseRun | None) -> dict:
         return {"model": DEFAULT_MODEL}
     request = run.request
     initial = {name: request.get(name) for name in ("model", "input", "instructions")}
+    initial["stream"] = bool(request.get("stream"))
     initial["max_output_tokens"] = request.get("max_output_tokens")
     if request.get("tools"):
         initial["tools"] = json.dumps(request["tools"], indent=2)
@@ -198,7 +203,7 @@ def page(request: HttpRequest) -> HttpResponse:
     context = _form_context(ResponseForm(initial=_initial(current)))
     context |= {"tabs": products.tabs(request, "playground_responses")}
     if current is not None:
-        context |= {"result": _result(current)}
+        context |= {"result": result_context(current)}
     return render(request, TEMPLATE, context | _history(request, current))
 
 
@@ -263,7 +268,7 @@ async def send(request: HttpRequest) -> HttpResponse:
 def _run_response(request: HttpRequest, saved: ResponseRun, asked: dict) -> HttpResponse:
     # The form again as the member filled it in (the output limit only if they set one).
     initial = _initial(saved) | {"max_output_tokens": asked.get("max_output_tokens")}
-    context = _form_context(ResponseForm(initial=initial), result=_result(saved))
+    context = _form_context(ResponseForm(initial=initial), result=result_context(saved))
     return render(request, TEMPLATE + "#run-and-history", context | _history(request, saved))
 
 

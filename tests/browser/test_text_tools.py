@@ -1,7 +1,7 @@
 """The Embeddings and Responses pages and the live token count in Chromium, against the
-simulator: a heat map of the inputs' similarities and their vectors as a download; a response
-with its output, request and response views and its cost in the history; and a count of the
-chat's prompt that follows the draft and the model."""
+simulator: a heat map of the inputs' similarities and their vectors as a download; a response,
+streamed or not, with its output, request and response views and its cost in the history; and
+a count of the chat's prompt that follows the draft and the model."""
 
 import json
 import re
@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import PASSWORD
+from upstream.fleet import set_fleet
 
 pytestmark = pytest.mark.browser
 
@@ -18,6 +19,17 @@ EMB = "/w/acme/playground/embeddings/"
 RSP = "/w/acme/playground/responses/"
 COUNT = re.compile(r"^(\d+) tokens? · ≈ (\$[\d.]+)$")
 SOME = re.compile(r"^[1-9]\d* tokens? · ≈ \$0\.\d+$")
+
+
+@pytest.fixture
+def slow_upstream(start_simulator, make_fleet):
+    """A simulator that streams one token every 80 ms, installed as the console's upstream."""
+    server = start_simulator(chunk_delay_ms=80)
+    fleet = make_fleet(server, names=["slow"])
+    fleet.is_simulator = True
+    previous = set_fleet(fleet)
+    yield server
+    set_fleet(previous)
 
 
 def _open(new_page, path: str, heading: str, color_scheme="light", width=1440, height=900) -> Page:
@@ -87,9 +99,11 @@ def test_a_response_shows_its_output_request_and_response_and_its_cost(
     page.get_by_label("Instructions").fill("Answer in one sentence.")
     page.get_by_label("Prompt").fill("What is a river delta?")
     expect(page.locator("#rsp-tokens")).to_have_text(COUNT)
+    # Streamed (the default): the events come over the page's websocket as they are sent.
+    expect(page.get_by_label("Stream")).to_be_checked()
     page.get_by_role("button", name="Send").click()
     output = page.locator("#rsp-output")
-    expect(output).to_be_visible(timeout=30_000)
+    expect(page.locator("#rsp-cost")).to_be_visible(timeout=30_000)
     assert output.inner_text().strip()
     cost = page.locator("#rsp-cost").inner_text()
     assert re.fullmatch(r"\$0\.\d+", cost) and cost != "$0.00"
@@ -106,6 +120,10 @@ def test_a_response_shows_its_output_request_and_response_and_its_cost(
     received = json.loads(page.locator("#rsp-response-json").inner_text())
     assert received["object"] == "response" and received["status"] == "completed"
     assert received["output"][-1]["content"][0]["text"].strip() in output.text_content()
+    events = page.locator("#rsp-events-json").inner_text().splitlines()
+    kinds = [json.loads(line)["type"] for line in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
     screenshot(page, "playground-responses-light")
 
     page.get_by_role("button", name="History").click()
@@ -127,6 +145,8 @@ def test_a_tool_call_is_shown_and_the_page_reads_in_the_dark_and_on_a_phone(
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     }
     page.get_by_label("Function tools").fill(json.dumps([tool]))
+    # Not streamed: one request, answered with the whole response.
+    page.get_by_label("Stream").uncheck()
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".rsp-tool")).to_contain_text("Called get_weather", timeout=30_000)
     screenshot(page, "playground-responses-dark")
@@ -173,3 +193,20 @@ def test_the_chat_token_count_reads_in_the_dark_and_on_a_phone(alice, new_page, 
     expect(phone.locator("#pg-tokens")).to_have_text(SOME)
     screenshot(phone, "playground-chat-token-count-phone")
     assert page.errors == [] and phone.errors == []
+
+
+def test_a_streamed_response_shows_its_text_as_it_comes_and_can_be_stopped(
+    alice, new_page, slow_upstream
+):
+    page = _open(new_page, RSP, "Responses")
+    page.get_by_label("Prompt").fill("Tell me a long story about rivers, deltas and the sea")
+    page.get_by_role("button", name="Send").click()
+    live = page.locator("#rsp-live-events")
+    expect(live).to_contain_text("response.output_text.delta", timeout=30_000)
+    # Part of the text is on the page while the rest is still being written.
+    expect(page.locator(".rsp-live .chip")).to_have_text("streaming")
+    assert page.locator("#rsp-output").inner_text().strip()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".rsp-live .chip")).to_have_text("stopped")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    assert page.errors == []
