@@ -153,7 +153,8 @@ def test_a_tool_call_is_shown_and_the_page_reads_in_the_dark_and_on_a_phone(
     phone = _open(new_page, RSP, "Responses", width=390, height=844)
     phone.get_by_label("Prompt").fill("Name three rivers")
     phone.get_by_role("button", name="Send").click()
-    expect(phone.locator("#rsp-output")).to_be_visible(timeout=30_000)
+    expect(phone.locator("#rsp-cost")).to_be_visible(timeout=30_000)
+    expect(phone.locator("#rsp-output")).to_be_visible()
     screenshot(phone, "playground-responses-phone")
     assert page.errors == [] and phone.errors == []
 
