@@ -6,10 +6,13 @@ from accounts import views as accounts_views
 from console import billing_views, dashboards
 from console import views as console_views
 from gateway import aliases_page, fleet_page
+from playground import embeddings as playground_embeddings
 from playground import fetch as playground_fetch
 from playground import images as playground_images
 from playground import jobs as playground_jobs
 from playground import realtime as playground_realtime
+from playground import responses as playground_responses
+from playground import tokens as playground_tokens
 from playground import views as playground_views
 from playground import vision as playground_vision
 from playground import voice as playground_voice
@@ -50,6 +53,9 @@ workspace_patterns = [
     *_under("playground/realtime/", playground_realtime),
     *_under("playground/fetch/", playground_fetch),
     *_under("playground/", playground_jobs),
+    *_under("playground/embeddings/", playground_embeddings),
+    *_under("playground/responses/", playground_responses),
+    path("playground/tokens/", playground_tokens.token_count, name="playground_tokens"),
     path("usage/", dashboards.usage, name="usage"),
     path("usage/export.csv", dashboards.usage_export, name="usage_export"),
     path("usage/<str:request_id>/", dashboards.usage_detail, name="usage_detail"),

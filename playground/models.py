@@ -261,3 +261,85 @@ class VoiceRun(models.Model):
         if self.kind == self.Kind.SPEECH:
             return str(self.request.get("input", ""))
         return str(self.result.get("text", ""))
+
+
+class EmbeddingRunQuerySet(models.QuerySet["EmbeddingRun"]):
+    def for_member(self, workspace: Workspace, user) -> "EmbeddingRunQuerySet":
+        """A member's own embedding runs in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class EmbeddingRun(models.Model):
+    """One call of the Embeddings page: the exact body it was sent with and the vectors that
+    came back (in the order of the inputs), so that it reopens with its heat map and its
+    vectors can be downloaded again."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_embedding_runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_embedding_runs"
+    )
+    request = models.JSONField(default=dict)
+    vectors = models.JSONField(default=list, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = EmbeddingRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Embedding run {self.pk}"
+
+    @property
+    def inputs(self) -> list[str]:
+        value = self.request.get("input", [])
+        return [value] if isinstance(value, str) else list(value)
+
+
+class ResponseRunQuerySet(models.QuerySet["ResponseRun"]):
+    def for_member(self, workspace: Workspace, user) -> "ResponseRunQuerySet":
+        """A member's own response runs in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class ResponseRun(models.Model):
+    """One call of the Responses page: the exact body sent to `/v1/responses` and the
+    response object that came back (for a streamed one, the response of its last event,
+    and every event as it came), with what the call cost."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_response_runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_response_runs"
+    )
+    request = models.JSONField(default=dict)
+    response = models.JSONField(default=dict, blank=True)
+    events = models.JSONField(default=list, blank=True, help_text="a streamed response's events")
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ResponseRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Response run {self.pk}"
+
+    @property
+    def prompt(self) -> str:
+        value = self.request.get("input", "")
+        return value if isinstance(value, str) else ""

@@ -1,4 +1,5 @@
-"""The playground's products, each a page with its own URL, in the order the tab strip shows them.
+"""The playground's products, each a page with its own URL, in the order the tab strip shows them:
+the text tools, then the media.
 
 A product appears here once its page exists.
 """
@@ -9,13 +10,15 @@ from django.urls import reverse
 # (url name, label, icon)
 PRODUCTS = [
     ("playground", "Chat", "chat"),
+    ("playground_responses", "Responses", "bolt"),
+    ("playground_embeddings", "Embeddings", "grid"),
+    ("playground_fetch", "Fetch", "link"),
     ("playground_images", "Images", "image"),
     ("playground_vision", "Vision", "eye"),
     ("playground_voice", "Voice", "voice"),
+    ("playground_realtime", "Realtime", "mic"),
     ("playground_music", "Music", "music"),
     ("playground_video", "Video", "video"),
-    ("playground_realtime", "Realtime", "mic"),
-    ("playground_fetch", "Fetch", "link"),
 ]
 
 

@@ -117,6 +117,7 @@ function start(root) {
       case "idle":
         streaming.clear();
         pending = false;
+        countSoon();
         break;
       case "problem":
         pending = false;
@@ -278,6 +279,7 @@ function start(root) {
     attachments = lastDraft.attachments;
     renderAttachments();
     autosize();
+    countSoon();
   }
 
   // ---------- settings ----------
@@ -369,6 +371,7 @@ function start(root) {
   }
 
   function saveSoon() {
+    countSoon();
     if (conversation === null) return;
     clearTimeout(saveTimer);
     saveTimer = setTimeout(() => send({ type: "save", conversation, settings: snapshot() }), 700);
@@ -577,6 +580,7 @@ function start(root) {
     if (suggest) {
       input.value = suggest.dataset.suggest;
       autosize();
+      countSoon();
       input.focus();
       return;
     }
@@ -676,6 +680,7 @@ function start(root) {
   });
   input.addEventListener("input", () => {
     autosize();
+    countSoon();
     if (!errorEl.hidden) showError("");
   });
 
@@ -730,6 +735,7 @@ function start(root) {
   }
 
   function renderAttachments() {
+    countSoon();
     const list = document.getElementById("pg-attachments");
     list.replaceChildren(...attachments.map((attachment, index) => {
       const thumb = document.createElement("div");
@@ -777,6 +783,30 @@ function start(root) {
   });
 
   // ---------- View code ----------
+
+  // The live token count: the request the next send would make (as "View code" shows it),
+  // counted by the console a moment after the member stops typing or changes a setting.
+  let countTimer;
+  function countSoon() {
+    const counter = document.getElementById("pg-tokens");
+    if (!counter) return;
+    clearTimeout(countTimer);
+    countTimer = setTimeout(() => {
+      const request = {
+        conversation,
+        settings: snapshot(),
+        column: state.active,
+        draft: input.value,
+        images: attachments.length,
+      };
+      window.htmx.ajax("POST", counter.dataset.url, {
+        source: counter,
+        target: counter,
+        swap: "innerHTML",
+        values: { kind: "chat", state: JSON.stringify(request) },
+      });
+    }, 300);
+  }
 
   function viewCode() {
     const dialog = document.getElementById("pg-code");
@@ -883,6 +913,7 @@ function start(root) {
   syncColumns();
   showPresetControls();
   autosize();
+  countSoon();
   connect();
   input.focus();
 }

@@ -71,13 +71,15 @@ def test_the_page_links_every_product_of_the_playground(alice_client, upstream_f
     tabs = re.search(r'<nav class="pg-products".*?</nav>', page, re.S).group(0)
     assert re.findall(r'<a href="([^"]+)"', tabs) == [
         "/w/acme/playground/",
+        "/w/acme/playground/responses/",
+        "/w/acme/playground/embeddings/",
+        "/w/acme/playground/fetch/",
         "/w/acme/playground/images/",
         "/w/acme/playground/vision/",
         "/w/acme/playground/voice/",
+        "/w/acme/playground/realtime/",
         "/w/acme/playground/music/",
         "/w/acme/playground/video/",
-        "/w/acme/playground/realtime/",
-        "/w/acme/playground/fetch/",
     ]
     assert re.search(r'aria-current="page"[^<]*<svg[^>]*>.*?</svg> Images', tabs, re.S)
     sidebar = re.search(r'<nav class="nav">.*?</nav>', page, re.S).group(0)
