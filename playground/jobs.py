@@ -14,7 +14,7 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import path
+from django.urls import path, register_converter
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
@@ -250,12 +250,26 @@ def view_code(request: HttpRequest, kind: str) -> HttpResponse:
     return render(request, TEMPLATE + "#code", context)
 
 
+class _Kind:
+    """`music` or `video` in a URL, so that other pages' `code/` under the playground stay theirs."""
+
+    regex = "music|video"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(_Kind, "jobkind")
+
 urlpatterns = [
     path("music/", music, name="playground_music"),
     path("music/start/", music_start, name="playground_music_start"),
     path("video/", video, name="playground_video"),
     path("video/start/", video_start, name="playground_video_start"),
-    path("<str:kind>/code/", view_code, name="playground_job_code"),
+    path("<jobkind:kind>/code/", view_code, name="playground_job_code"),
     path("jobs/<str:job_id>/", card, name="playground_job"),
     path("jobs/<str:job_id>/cancel/", cancel, name="playground_job_cancel"),
 ]
