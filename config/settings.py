@@ -163,13 +163,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL and TESTING and os.environ.get("PYTEST_XDIST_WORKER"):
+if TESTING and os.environ.get("PYTEST_XDIST_WORKER") and "MIRA_TEST_REDIS" not in os.environ:
     # Tests run side by side (pytest -n): each test process uses a Redis database of its
-    # own (the URL's number plus its own), as it has its own test database; the console
-    # processes a test starts inherit it.
-    _redis = urlsplit(REDIS_URL)
-    _database = int(_redis.path.strip("/") or 0) + int(os.environ["PYTEST_XDIST_WORKER"][2:]) + 1
-    REDIS_URL = os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{_database}"))
+    # own (the URL's number plus its own), as it has its own test database. The console
+    # processes a test starts inherit it, or use the URL the test gives them, unchanged.
+    if REDIS_URL:
+        _redis = urlsplit(REDIS_URL)
+        _number = int(_redis.path.strip("/") or 0) + int(os.environ["PYTEST_XDIST_WORKER"][2:]) + 1
+        REDIS_URL = os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{_number}"))
+    os.environ["MIRA_TEST_REDIS"] = REDIS_URL
 if REDIS_URL:
     CACHES = {
         "default": {
