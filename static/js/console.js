@@ -56,3 +56,13 @@ document.addEventListener("keydown", (event) => {
     document.querySelector(".shell")?.classList.remove("nav-open");
   }
 });
+
+// The playground's tab strip scrolls sideways on a narrow screen: keep the page's own tab
+// in sight.
+const currentProduct = document.querySelector(".pg-products [aria-current='page']");
+if (currentProduct) {
+  const strip = currentProduct.parentElement;
+  if (strip.scrollWidth > strip.clientWidth) {
+    strip.scrollLeft = currentProduct.offsetLeft - (strip.clientWidth - currentProduct.offsetWidth) / 2;
+  }
+}

@@ -193,6 +193,11 @@ def test_the_page_fits_a_phone(alice, new_page, upstream_fleet):
     tabs = page.locator(".pg-products")
     for name in ("Chat", "Images", "Vision"):
         expect(tabs.get_by_role("link", name=name)).to_be_visible()
+    # The strip of ten tabs scrolls sideways; the page's own is scrolled into sight.
+    strip, current = tabs.bounding_box(), tabs.locator("[aria-current='page']").bounding_box()
+    assert tabs.evaluate("strip => strip.scrollLeft") > 0
+    assert strip["x"] <= current["x"]
+    assert current["x"] + current["width"] <= strip["x"] + strip["width"]
     _generate(page, "A small boat on a calm lake", count=2)
     assert _rendered(page, ".media-tile img") == [1024, 1024]
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
