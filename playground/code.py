@@ -159,27 +159,38 @@ def image_snippets(body: dict, base_url: str) -> list[Snippet]:
     ]
 
 
-def vision_snippets(body: dict, base_url: str) -> list[Snippet]:
-    """A vision/locate request, sent with the OpenAI SDKs' plain POST."""
+def _post_snippets(path: str, body: dict, base_url: str, shown: str = "") -> list[Snippet]:
+    """A request to a path the OpenAI SDKs have no method for, sent with their plain POST;
+    `shown` is the answer's field printed (the whole answer when blank)."""
     python_code = (
         _CLIENT_PY.format(base_url=json.dumps(base_url))
         + "answer = client.post(\n"
-        + '    "/vision/locate",\n'
+        + f"    {json.dumps(path)},\n"
         + f"    body={_python(body, 1)},\n"
         + "    cast_to=object,\n"
-        + ")\nprint(answer)\n"
+        + f")\nprint(answer{f'[{json.dumps(shown)}]' if shown else ''})\n"
     )
     data = json.dumps(body, indent=2, ensure_ascii=False).replace("\n", "\n  ")
     javascript_code = (
         _CLIENT_JS.format(base_url=json.dumps(base_url))
-        + f'const answer = await client.post("/vision/locate", {{\n  body: {data},\n}});\n'
-        + "console.log(answer);\n"
+        + f"const answer = await client.post({json.dumps(path)}, {{\n  body: {data},\n}});\n"
+        + f"console.log(answer{f'.{shown}' if shown else ''});\n"
     )
     return [
-        Snippet("curl", "curl", "bash", curl(body, base_url, "/vision/locate")),
+        Snippet("curl", "curl", "bash", curl(body, base_url, path)),
         Snippet("python", "Python", "python", python_code),
         Snippet("javascript", "JavaScript", "javascript", javascript_code),
     ]
+
+
+def vision_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """A vision/locate request, sent with the OpenAI SDKs' plain POST."""
+    return _post_snippets("/vision/locate", body, base_url)
+
+
+def fetch_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """A fetch request, printing the page's content."""
+    return _post_snippets("/fetch", body, base_url, shown="content")
 
 
 # The OpenAI SDKs' audio methods ask for a model; the console's speech takes any name here.

@@ -343,3 +343,44 @@ class ResponseRun(models.Model):
     def prompt(self) -> str:
         value = self.request.get("input", "")
         return value if isinstance(value, str) else ""
+
+
+class FetchRunQuerySet(models.QuerySet["FetchRun"]):
+    def for_member(self, workspace: Workspace, user) -> "FetchRunQuerySet":
+        """A member's own fetches in a workspace: nobody else's, not even an owner's."""
+        return self.filter(workspace=workspace, user=user)
+
+
+class FetchRun(models.Model):
+    """One fetch of the Fetch page: the exact body sent to `/v1/fetch` and the page that came
+    back (its title, final URL, content type and content), so that it reopens as it was."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="playground_fetch_runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="playground_fetch_runs"
+    )
+    request = models.JSONField(default=dict)
+    result = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    cost = models.BigIntegerField(default=0, help_text="micro-units")
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FetchRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["workspace", "user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Fetch run {self.pk}"
+
+    @property
+    def url(self) -> str:
+        return str(self.request.get("url", ""))
+
+    @property
+    def title(self) -> str:
+        return str(self.result.get("title") or "")
