@@ -1,12 +1,13 @@
 """The Fetch page in Chromium: a local article (allow-listed, on loopback) comes back rendered
 and as raw Markdown with its cost, a refused URL is explained beside the field, and "Send to
-chat" opens a chat whose system prompt holds the page."""
+chat" opens a chat whose system prompt holds the page; each fetch is kept in the history,
+reopens from it and is deleted there, and the form's request shows as code."""
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from console.models import UsageRecord
-from playground.models import Conversation
+from playground.models import Conversation, FetchRun
 from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import PASSWORD, settle_books
 
@@ -92,4 +93,59 @@ def test_send_to_chat_opens_a_chat_with_the_page_as_context(
     system = conversation.settings["system"]
     assert _article(site) in system and "amphidromic points" in system
     expect(page.locator("#pg-system")).to_have_value(system)
+    assert page.errors == []
+
+
+@pytest.mark.parametrize(
+    ("scheme", "width", "height"), [("light", 1440, 900), ("dark", 1440, 900), ("light", 390, 844)]
+)
+def test_fetches_reopen_from_the_history_and_show_as_code(
+    alice, new_page, upstream_fleet, site, fetch_settings, scheme, width, height
+):
+    page = _open(new_page, color_scheme=scheme, width=width, height=height)
+    notes = f"http://site.test:{site.server_address[1]}/notes.txt"
+    _fetch(page, _article(site))
+    expect(page.locator("#fetch-title")).to_have_text("Tides of the North Sea", timeout=20_000)
+    _fetch(page, notes)
+    expect(page.locator("#fetch-raw-text")).to_contain_text("second line", timeout=20_000)
+    article, text = FetchRun.objects.order_by("pk")
+
+    # Both fetches are in the history, newest first; the article reopens from it.
+    page.get_by_role("button", name="History").click()
+    history = page.locator("#fetch-history")
+    expect(history).to_be_visible()
+    expect(history.locator(".pg-history-item")).to_have_count(2)
+    expect(history.locator(".pg-history-item").first).to_contain_text("notes.txt")
+    expect(history.get_by_role("link", name="Tides of the North Sea")).to_contain_text("$0.001")
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    suffix = f"{scheme}-phone" if width < 600 else scheme
+    screenshot(page, f"fetch-history-{suffix}")
+    history.get_by_role("link", name="Tides of the North Sea").click()
+    page.wait_for_url(f"**{PAGE}?run={article.pk}")
+    expect(page.locator("#fetch-title")).to_have_text("Tides of the North Sea")
+    expect(page.locator("#fetch-rendered")).to_contain_text("amphidromic points")
+    expect(page.get_by_label("URL")).to_have_value(_article(site))
+    expect(page.get_by_label("Up to (characters)")).to_have_value("20000")
+
+    # View code shows the call the form would make, with what is in it now.
+    page.get_by_label("Up to (characters)").fill("1500")
+    page.get_by_role("button", name="View code").click()
+    dialog = page.locator("#fetch-code-pop")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#code-curl")).to_contain_text("/v1/fetch")
+    expect(dialog.locator("#code-curl")).to_contain_text(f'"url": "{_article(site)}"')
+    expect(dialog.locator("#code-curl")).to_contain_text('"max_length": 1500')
+    dialog.locator("summary", has_text="Python").click()
+    expect(dialog.locator("#code-python")).to_contain_text('print(answer["content"])')
+    screenshot(page, f"fetch-code-{suffix}")
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+
+    # The other fetch is deleted from the history; the open one stays.
+    page.get_by_role("button", name="History").click()
+    page.once("dialog", lambda d: d.accept())
+    history.get_by_role("button", name="Delete the fetch of").first.click()
+    expect(history.locator(".pg-history-item")).to_have_count(1)
+    expect(history).not_to_contain_text("notes.txt")
+    assert list(FetchRun.objects.all()) == [article] and text.pk != article.pk
     assert page.errors == []
