@@ -1,7 +1,8 @@
 """Fill a workspace with synthetic usage history, for the dashboards and their benchmarks.
 
-Records are inserted in batches of prepared rows (executemany: the ORM's bulk_create spends
-most of its time compiling SQL, about 5x slower for a million rows), and the matching
+Records are inserted in batches of prepared rows (with COPY on PostgreSQL, executemany on
+SQLite: the ORM's bulk_create spends most of its time compiling SQL, about 5x slower for a
+million rows), and the matching
 daily rollups are summed here and written day by day in the same transaction as that
 day's records, so the dashboards (which read rollups) always agree with the request log
 (which reads records). The ledger is not touched: this is history to look at, not money.
@@ -191,6 +192,8 @@ class _Preparer:
         table = quote(UsageRecord._meta.db_table)
         # Only quoted names from the model are formatted in; the values go as parameters.
         self.sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608
+        postgres = connection.vendor == "postgresql"
+        self.copy_sql = f"COPY {table} ({columns}) FROM STDIN" if postgres else ""
 
     def key(self, key_id):
         if key_id not in self._keys:
@@ -208,7 +211,13 @@ class _Preparer:
 
     def insert(self, rows: list[tuple]) -> None:
         with connection.cursor() as cursor:
-            cursor.executemany(self.sql, rows)
+            if self.copy_sql:
+                # PostgreSQL: COPY streams the rows in one statement, several times faster.
+                with cursor.cursor.copy(self.copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                cursor.executemany(self.sql, rows)
 
 
 class Command(BaseCommand):
