@@ -1,9 +1,10 @@
 """`python -m bench.gateway`: what the /v1 gateway adds to a chat call, against the upstream.
 
 It starts two processes on free loopback ports: the Mira simulator (uvicorn, no chunk
-delay) and the console (`config.asgi:application` under uvicorn with uvloop and
-httptools, `BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database with
-a demo workspace and key. Then, for non-streamed and streamed
+delay) and the console (`manage.py serve`: uvicorn with uvloop and httptools,
+`BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database (PostgreSQL and
+Redis with `BENCH_DB=postgres`, see bench/databases.py) with a demo workspace and key.
+Then, for non-streamed and streamed
 `POST /v1/chat/completions` at each concurrency, and for a few image generations
 (`POST /v1/images/generate`), it makes the same calls directly to the simulator and
 through the gateway, and prints the latency percentiles, the added
