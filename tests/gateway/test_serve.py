@@ -217,3 +217,21 @@ def test_sigterm_mid_traffic_finishes_the_calls_in_flight_and_loses_no_booking(
     # And the port is closed: nothing serves after the stop.
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/openapi.json", timeout=2)
+
+
+def test_a_worker_that_dies_is_started_again(serve_env, simulator, alice, acme):
+    _key, secret = create_key(workspace=acme, name="plain", created_by=alice)
+    server = Serve(serve_env(simulator))
+    try:
+        first = server.worker_pids()
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(
+            lambda: len(server.worker_pids()) == WORKERS and victim not in server.worker_pids(),
+            attempts=3000,
+        )
+        assert _call(server.url, secret, 0) is not None
+    finally:
+        output = server.stop()
+    assert f"worker {victim} exited (-9): starting another" in output
+    assert server.process.returncode == 0, output

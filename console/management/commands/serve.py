@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 RESTART_PAUSE = 1.0  # seconds before a dead worker is started again
+STARTUP_SECONDS = 10.0  # a worker that fails sooner than this cannot start: give up
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -126,6 +127,7 @@ class _Supervisor:
         self.stopping = False
         self.workers: list[subprocess.Popen] = []
         self.metrics_dir: str | None = None
+        self.started: dict[int, float] = {}
 
     def run(self) -> None:
         host, port = self.options["host"], self.options["port"]
@@ -147,6 +149,14 @@ class _Supervisor:
             while not self.stopping:
                 for index, worker in enumerate(self.workers):
                     if worker.poll() is not None and not self.stopping:
+                        young = time.monotonic() - self.started[worker.pid] < STARTUP_SECONDS
+                        if young and worker.returncode > 0:  # an error, not a signal
+                            self.command.stderr.write(
+                                f"worker {worker.pid} exited ({worker.returncode}) as it "
+                                "started: stopping (see its error above)"
+                            )
+                            self._stop(signal.SIGTERM, None)
+                            break
                         self.command.stderr.write(
                             f"worker {worker.pid} exited ({worker.returncode}): starting another"
                         )
@@ -164,7 +174,9 @@ class _Supervisor:
                     worker.wait()
             if self.metrics_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        failed = [w.returncode for w in self.workers if w.returncode]
+        # A worker stopped before it was serving ends by the signal itself, with nothing
+        # to write: only errors, and other signals, are failures.
+        failed = [w.returncode for w in self.workers if w.returncode not in (0, -signal.SIGTERM)]
         self.command.stdout.write(
             "Stopped: every worker wrote its bookings."
             if not failed
@@ -178,7 +190,9 @@ class _Supervisor:
         command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "serve", "--worker-fd", str(fd),
                    "--graceful-seconds", str(self.options["graceful_seconds"]),
                    "--forwarded-allow-ips", self.options["forwarded_allow_ips"]]  # fmt: skip
-        return subprocess.Popen(command, env=env, pass_fds=(fd,))  # noqa: S603
+        worker = subprocess.Popen(command, env=env, pass_fds=(fd,))  # noqa: S603
+        self.started[worker.pid] = time.monotonic()
+        return worker
 
     def _stop(self, signum, _frame) -> None:
         if self.stopping:
