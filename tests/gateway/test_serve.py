@@ -184,8 +184,9 @@ def _call(url: str, secret: str, n: int) -> str | None:
 def test_sigterm_mid_traffic_finishes_the_calls_in_flight_and_loses_no_booking(
     serve_env, start_simulator, alice, acme, tmp_path
 ):
-    # Calls that take a while: answers after a second and a half, streams chunk by chunk.
-    simulator = start_simulator(latency_ms=1500, chunk_delay_ms=100)
+    # Calls that take a while (answers after five seconds, streams chunk by chunk), so that
+    # all of them are in flight at once even on a busy machine.
+    simulator = start_simulator(latency_ms=5000, chunk_delay_ms=300)
     _key, plain = create_key(workspace=acme, name="plain", created_by=alice)
     _key, budgeted = create_key(
         workspace=acme, name="budgeted", created_by=alice, monthly_budget=50_000_000
