@@ -3,6 +3,7 @@ official SDKs (chats, streams, messages, embeddings), run a music job to the end
 own job runners, stop a revoked key on every worker, and on SIGTERM let the calls in flight
 finish and write every booking before they exit."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,18 +42,25 @@ class Serve:
         command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", str(WORKERS)]  # fmt: skip
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, self.process.stdout.read()
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert self.process.poll() is None, self.process.stdout.read()
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
 
     def worker_pids(self) -> set[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -66,8 +74,11 @@ class Serve:
 
 
 @pytest.fixture
-def serve_env(transactional_db, redis_url, tmp_path):
-    def env(simulator) -> dict:
+def serve(transactional_db, redis_url, tmp_path):
+    """Start `manage.py serve` for a simulator; whatever the test does, it is stopped."""
+    started: list[Serve] = []
+
+    def start(simulator) -> Serve:
         environ = os.environ | {
             "MIRA_TESTING": "1",
             "DATABASE_URL": _database_url(),
@@ -82,18 +93,27 @@ def serve_env(transactional_db, redis_url, tmp_path):
             "GATEWAY_JOURNAL_DIR": str(tmp_path / "journal"),
         }
         environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return environ
+        started.append(Serve(environ))
+        return started[-1]
 
-    return env
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                server.process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.process.pid, signal.SIGKILL)
+                server.process.wait()
 
 
 def test_serve_answers_the_sdks_runs_jobs_revokes_everywhere_and_books_every_call(
-    serve_env, start_simulator, redis_url, alice, acme
+    serve, start_simulator, redis_url, alice, acme
 ):
     simulator = start_simulator(job_seconds=1)
     key, secret = create_key(workspace=acme, name="sdk", created_by=alice)
     start = ledger.balance_of(acme)
-    server = Serve(serve_env(simulator))
+    server = serve(simulator)
     assert len(server.worker_pids()) == WORKERS
     try:
         client = openai.OpenAI(base_url=server.url, api_key=secret, max_retries=0)
@@ -182,7 +202,7 @@ def _call(url: str, secret: str, n: int) -> str | None:
 
 
 def test_sigterm_mid_traffic_finishes_the_calls_in_flight_and_loses_no_booking(
-    serve_env, start_simulator, alice, acme, tmp_path
+    serve, start_simulator, alice, acme, tmp_path
 ):
     # Calls that take a while (answers after five seconds, streams chunk by chunk), so that
     # all of them are in flight at once even on a busy machine.
@@ -191,7 +211,7 @@ def test_sigterm_mid_traffic_finishes_the_calls_in_flight_and_loses_no_booking(
     _key, budgeted = create_key(
         workspace=acme, name="budgeted", created_by=alice, monthly_budget=50_000_000
     )
-    server = Serve(serve_env(simulator))
+    server = serve(simulator)
     with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
         calls = [
             pool.submit(_call, server.url, (plain, budgeted)[n % 4 // 2], n)
@@ -220,9 +240,9 @@ def test_sigterm_mid_traffic_finishes_the_calls_in_flight_and_loses_no_booking(
         httpx.get(f"{server.url}/openapi.json", timeout=2)
 
 
-def test_a_worker_that_dies_is_started_again(serve_env, simulator, alice, acme):
+def test_a_worker_that_dies_is_started_again(serve, simulator, alice, acme):
     _key, secret = create_key(workspace=acme, name="plain", created_by=alice)
-    server = Serve(serve_env(simulator))
+    server = serve(simulator)
     try:
         first = server.worker_pids()
         victim = min(first)
