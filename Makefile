@@ -9,7 +9,7 @@ PORT ?= 8000
 AGENTS := tests/agents
 AGENTS_STAMP := $(AGENTS)/node_modules/.installed-$(shell cat $(AGENTS)/package.json $(AGENTS)/package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: run test setup system-packages migrate lint format bench agents
+.PHONY: run serve test setup system-packages migrate lint format bench bench-streams agents
 
 $(STAMP): requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12 or newer is needed")'
@@ -40,6 +40,12 @@ run: system-packages migrate
 	DEBUG=true $(BIN)/python manage.py demo
 	DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+# Production: WORKERS uvicorn workers (uvloop, httptools) with their job runners, settings
+# from the environment (DATABASE_URL, REDIS_URL, SECRET_KEY...); SIGTERM writes every booking.
+WORKERS ?= 2
+serve: setup
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
 # Two test processes side by side (pytest-xdist), each with its own database and Redis
 # database; the tests of one file stay in one process. TEST_PROCESSES=1 runs them in one.
 TEST_PROCESSES ?= 2
@@ -57,7 +63,13 @@ format: setup
 # What the /v1 gateway adds to a chat call, against the simulator called directly, then the usage
 # page and CSV export over 1,000,000 records (bench/README.md). BENCH_WORKERS=N sets the
 # console's worker processes; BENCH_ARGS passes options to the gateway bench, e.g. --help;
-# BENCH_USAGE_RECORDS changes the size of the usage history.
+# BENCH_USAGE_RECORDS changes the size of the usage history. BENCH_DB=postgres runs both on
+# PostgreSQL and Redis (DATABASE_URL and REDIS_URL, or throwaway ones started for it).
+# `make bench-streams`: how many slow streams one worker holds (BENCH_STREAMS, 5,000).
 bench: setup
 	BENCH_WORKERS="$(BENCH_WORKERS)" $(BIN)/python -m bench.gateway $(BENCH_ARGS)
 	$(BIN)/python -m bench.usage
+
+BENCH_STREAMS ?= 5000
+bench-streams: setup
+	$(BIN)/python -m bench.streams --streams $(BENCH_STREAMS)

@@ -1,9 +1,10 @@
 """`python -m bench.gateway`: what the /v1 gateway adds to a chat call, against the upstream.
 
 It starts two processes on free loopback ports: the Mira simulator (uvicorn, no chunk
-delay) and the console (`config.asgi:application` under uvicorn with uvloop and
-httptools, `BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database with
-a demo workspace and key. Then, for non-streamed and streamed
+delay) and the console (`manage.py serve`: uvicorn with uvloop and httptools,
+`BENCH_WORKERS` workers, 1 by default) on a throwaway SQLite database (PostgreSQL and
+Redis with `BENCH_DB=postgres`, see bench/databases.py) with a demo workspace and key.
+Then, for non-streamed and streamed
 `POST /v1/chat/completions` at each concurrency, and for a few image generations
 (`POST /v1/images/generate`), it makes the same calls directly to the simulator and
 through the gateway, and prints the latency percentiles, the added
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,6 +36,8 @@ from types import FrameType
 
 from bench import jobs, realtime, report
 from bench.client import Answer, Connection, build_request
+from bench.databases import Databases, databases
+from bench.databases import wanted as databases_wanted
 from bench.load import Load, Plan, Target, alternating, round_sizes
 from bench.servers import (
     HOST,
@@ -189,7 +192,9 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[str, str]:
+def _console_env(
+    workdir: Path, simulator_port: int, upstream_key: str, dbs: Databases
+) -> dict[str, str]:
     """The console's environment: production settings, a throwaway database, the simulator."""
     env = dict(os.environ)
     env.pop("MIRA_TESTING", None)
@@ -199,7 +204,7 @@ def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[
             "SECRET_KEY": secrets.token_urlsafe(50),
             "DEBUG": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": dbs.database_url,
             # The images the gateway keeps go with the rest of the throwaway files.
             "MEDIA_ROOT": str(workdir / "media"),
             "GATEWAY_JOURNAL_DIR": str(workdir / "journal"),
@@ -208,7 +213,7 @@ def _console_env(workdir: Path, simulator_port: int, upstream_key: str) -> dict[
             "MIRA_API_KEY": upstream_key,
             "MIRA_FLEET_FILE": "",
             # Set (possibly empty) so that a development .env file cannot change it.
-            "REDIS_URL": os.environ.get("REDIS_URL", ""),
+            "REDIS_URL": dbs.redis_url,
             # The realtime line holds many sessions on the one key.
             "GATEWAY_REALTIME_SESSIONS_PER_KEY": "1000000",
         }
@@ -237,10 +242,10 @@ def simulator_command(port: int, chunk_delay_ms: float) -> list[str]:
 
 
 def console_command(port: int, workers: int) -> list[str]:
-    """The console as it should be served in production: uvicorn, uvloop, httptools."""
-    options = f"--host {HOST} --port {port} --workers {workers} --loop uvloop --http httptools"
-    options += " --lifespan off --no-access-log --log-level warning --timeout-graceful-shutdown 2"
-    return [sys.executable, "-m", "uvicorn", "config.asgi:application", *options.split()]
+    """The console as it is served in production: `manage.py serve` (uvicorn workers with
+    uvloop and httptools under its supervisor)."""
+    options = f"--host {HOST} --port {port} --workers {workers} --graceful-seconds 2"
+    return [sys.executable, "manage.py", "serve", *options.split()]
 
 
 def _start(
@@ -274,10 +279,13 @@ def _start(
 
 @contextmanager
 def servers(workers: int, chunk_delay_ms: float) -> Iterator[Setup]:
-    """Start the simulator and the console; stop them and delete their files afterwards."""
+    """Start the simulator and the console (and with BENCH_DB=postgres, PostgreSQL and
+    Redis); stop them and delete their files afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="mira-bench-"))
+    stack = ExitStack()
     started: list[Server] = []
     try:
+        dbs = stack.enter_context(databases(workdir))
         upstream_key = "sk-mira-" + secrets.token_hex(20)
         simulator = _start(
             "simulator",
@@ -287,7 +295,7 @@ def servers(workers: int, chunk_delay_ms: float) -> Iterator[Setup]:
             ("/v1/models", {"Authorization": f"Bearer {upstream_key}"}),
             started,
         )
-        env = _console_env(workdir, simulator.port, upstream_key)
+        env = _console_env(workdir, simulator.port, upstream_key, dbs)
         _progress("preparing the database (migrate, demo workspace, key)...")
         manage(["migrate", "--noinput"], env)
         manage(["demo"], env | {"DEMO_PASSWORD": secrets.token_urlsafe(16)})
@@ -310,6 +318,7 @@ def servers(workers: int, chunk_delay_ms: float) -> Iterator[Setup]:
     finally:
         for server in reversed(started):
             server.stop()
+        stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -509,7 +518,13 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 0
-    redis = "Redis (REDIS_URL)" if os.environ.get("REDIS_URL") else "in-process"
+    if databases_wanted() == "postgres":
+        storage = (
+            "PostgreSQL and Redis (BENCH_DB=postgres: DATABASE_URL and REDIS_URL, or temporary)"
+        )
+    else:
+        redis = "Redis (REDIS_URL)" if os.environ.get("REDIS_URL") else "in-process"
+        storage = f"SQLite (temporary), shared state {redis}"
     return [
         f"load average {_load()} at the start (1 min); the benchmark itself needs most of "
         f"{os.cpu_count()} cores, so other busy processes make its wall-clock figures noisy",
@@ -517,7 +532,7 @@ def describe_setup(args: argparse.Namespace) -> list[str]:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
         f"console: uvicorn {_version('uvicorn')} (uvloop {_version('uvloop')}, httptools "
         f"{_version('httptools')}), {args.workers} worker(s), config.asgi:application, "
-        f"DEBUG=false, SQLite (temporary), shared state {redis}",
+        f"DEBUG=false, {storage}",
         "console command: python "
         + " ".join(console_command(0, args.workers)[1:]).replace("--port 0", "--port PORT"),
         f"upstream: Mira simulator in its own uvicorn process (uvloop, httptools), "

@@ -44,9 +44,10 @@ GROUPS = {"model": "Model", "product": "Product"}
 DEFAULT_GROUP = "model"
 TOP_GROUPS = 6  # groups beyond these are stacked as "Other" in the charts (not in the CSV)
 LOG_PAGE = 50
-# Latency percentiles on databases without percentile_cont come from a bounded sample: the
-# calls that match the filters among the range's newest LATENCY_SCAN calls (found along the
-# (workspace, -created_at) index), at most LATENCY_SAMPLE of them.
+# Latency percentiles over a range of more than LATENCY_SCAN calls, and on databases without
+# percentile_cont, come from a bounded sample: the calls that match the filters among the
+# range's newest LATENCY_SCAN calls (found along the (workspace, -created_at) index), at
+# most LATENCY_SAMPLE of them.
 LATENCY_SCAN = 50_000
 LATENCY_SAMPLE = 20_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -586,29 +587,40 @@ def _interpolated(values: list[int], fraction: float) -> float:
 def latency_percentiles(workspace: Workspace, data: dict) -> Latency:
     """p50 and p95 of latency over the range's calls that match the filters.
 
-    On PostgreSQL: exact, with percentile_cont over the indexed (workspace, created_at)
-    range. Elsewhere (SQLite): a bounded sample. The created_at of the range's
-    LATENCY_SCAN-th newest call (unfiltered: an index-only OFFSET) becomes the start of the
-    range, so that however selective the filters, at most LATENCY_SCAN rows are examined.
-    The percentiles are then computed here over the newest matching calls from there (at
-    most LATENCY_SAMPLE), and `sample` says how many they were.
+    Exact over a range of at most LATENCY_SCAN calls (on PostgreSQL with percentile_cont);
+    over a longer range, or on databases without percentile_cont (SQLite), a bounded
+    sample. The created_at of the range's LATENCY_SCAN-th newest call (unfiltered: an
+    index-only OFFSET) becomes the start of the range, so that however long the range and
+    however selective the filters, at most LATENCY_SCAN rows are examined: an exact
+    percentile over ten million rows took seconds. The percentiles are then computed here
+    over the newest matching calls from there (at most LATENCY_SAMPLE), and `sample` says
+    how many they were.
     """
-    if connection.vendor == "postgresql":
+    cutoff = _latency_cutoff(workspace, data)
+    if cutoff is None and connection.vendor == "postgresql":
         found = records_for(workspace, data).aggregate(
             p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95)
         )
         return Latency(p50=found["p50"], p95=found["p95"])
-    return sampled_latency_percentiles(workspace, data)
+    return sampled_latency_percentiles(workspace, data, cutoff=cutoff)
 
 
-def sampled_latency_percentiles(workspace: Workspace, data: dict) -> Latency:
-    """The bounded sample of `latency_percentiles`, for databases without percentile_cont."""
+def _latency_cutoff(workspace: Workspace, data: dict) -> datetime | None:
+    """The created_at of the range's LATENCY_SCAN-th newest call; None for fewer calls."""
     whole_range = records_for(workspace, {"start": data["start"], "end": data["end"]})
-    cutoff = (
+    return (
         whole_range.order_by("-created_at")
         .values_list("created_at", flat=True)[LATENCY_SCAN : LATENCY_SCAN + 1]
         .first()
     )
+
+
+def sampled_latency_percentiles(
+    workspace: Workspace, data: dict, *, cutoff: datetime | None | bool = False
+) -> Latency:
+    """The bounded sample of `latency_percentiles` (`cutoff` when already found)."""
+    if cutoff is False:
+        cutoff = _latency_cutoff(workspace, data)
     # The cut-off replaces the range's start rather than adding a second lower bound: SQLite
     # seeks the index on one bound only and would check the other row by row.
     records = records_for(workspace, data, since=cutoff)

@@ -404,3 +404,12 @@ def start() -> None:
     with _runner_lock:
         if _runner is None:
             _runner = Runner().start()
+
+
+def stop() -> None:
+    """Stop this worker's runner after its round in progress (a worker shutting down)."""
+    global _runner
+    with _runner_lock:
+        runner, _runner = _runner, None
+    if runner is not None:
+        runner.stop()

@@ -304,9 +304,19 @@ class Fleet:
         `MIRA_FLEET_FILE` names a JSON list of nodes; otherwise `MIRA_API_BASE` and
         `MIRA_API_KEY` (or `MIRA_API_KEY_FILE`) name one node; with neither, the
         built-in simulator is started in this process and becomes the only node.
+        `MIRA_UPSTREAM_CONNECTIONS` caps the open connections to each node (512).
         """
         fleet_file = environ.get("MIRA_FLEET_FILE", "")
         base = environ.get("MIRA_API_BASE", "")
+        connections = environ.get("MIRA_UPSTREAM_CONNECTIONS", "")
+        if connections and options is None:
+            # Each open call (a stream, while it lasts) holds one connection to its node.
+            try:
+                options = FleetOptions(max_connections=int(connections))
+            except ValueError:
+                raise FleetConfigError("MIRA_UPSTREAM_CONNECTIONS must be a whole number") from None
+            if options.max_connections < 1:
+                raise FleetConfigError("MIRA_UPSTREAM_CONNECTIONS must be at least 1")
         if fleet_file:
             if base:
                 logger.warning("MIRA_FLEET_FILE is set, so MIRA_API_BASE is ignored")
