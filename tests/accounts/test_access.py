@@ -13,6 +13,7 @@ _PLACEHOLDERS = {
     "str": "nothing-here",
     "uuid": "00000000-0000-4000-8000-000000000000",
     "slug": "x",
+    "jobkind": "music",
 }
 
 
