@@ -183,6 +183,46 @@ def _post_snippets(path: str, body: dict, base_url: str, shown: str = "") -> lis
     ]
 
 
+def _sdk_snippets(
+    method: str, path: str, body: dict, base_url: str, *, python_then: str, javascript_then: str
+) -> list[Snippet]:
+    """A request made with an OpenAI SDK method (`method`, e.g. "embeddings.create"), its
+    answer named `result` and used by the lines that follow."""
+    arguments = "\n".join(f"    {name}={_python(value, 1)}," for name, value in body.items())
+    python_code = (
+        _CLIENT_PY.format(base_url=json.dumps(base_url))
+        + f"result = client.{method}(\n{arguments}\n)\n{python_then}"
+    )
+    data = json.dumps(body, indent=2, ensure_ascii=False)
+    javascript_code = (
+        _CLIENT_JS.format(base_url=json.dumps(base_url))
+        + f"const result = await client.{method}({data});\n{javascript_then}"
+    )
+    return [
+        Snippet("curl", "curl", "bash", curl(body, base_url, path)),
+        Snippet("python", "Python", "python", python_code),
+        Snippet("javascript", "JavaScript", "javascript", javascript_code),
+    ]
+
+
+def embedding_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """An embeddings.create request, printing each vector's length."""
+    return _sdk_snippets(
+        "embeddings.create", "/embeddings", body, base_url,
+        python_then="for item in result.data:\n    print(item.index, len(item.embedding))\n",
+        javascript_then="for (const item of result.data) console.log(item.index, item.embedding.length);\n",
+    )  # fmt: skip
+
+
+def response_snippets(body: dict, base_url: str) -> list[Snippet]:
+    """A responses.create request, printing the output text."""
+    return _sdk_snippets(
+        "responses.create", "/responses", body, base_url,
+        python_then="print(result.output_text)\n",
+        javascript_then="console.log(result.output_text);\n",
+    )  # fmt: skip
+
+
 def vision_snippets(body: dict, base_url: str) -> list[Snippet]:
     """A vision/locate request, sent with the OpenAI SDKs' plain POST."""
     return _post_snippets("/vision/locate", body, base_url)

@@ -15,9 +15,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django import forms
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import reswap, retarget
 
 from accounts.access import workspace_view
 from gateway import embeddings as gateway_embeddings
@@ -26,7 +26,7 @@ from gateway.asgi import new_request_id
 from gateway.catalog import available_models
 from gateway.errors import ApiError
 from gateway.http import validate
-from playground import code, media, products
+from playground import code, media, products, runs
 from playground.models import ERROR_TITLES, EmbeddingRun
 from upstream.tokens import count_tokens
 
@@ -249,54 +249,19 @@ def download(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     saved = _get_run_for_member(request, pk)
-    was_open = request.POST.get("open") == str(saved.pk)
-    saved.delete()
-    if was_open:
-        return HttpResponseClientRedirect(
-            reverse("playground_embeddings", args=[request.workspace.slug])
-        )
-    return render(request, TEMPLATE + "#history", _history(request))
+    return runs.delete_run(
+        request, saved, page="playground_embeddings", template=TEMPLATE, history=_history
+    )
 
 
 @workspace_view("playground.use")
 @require_http_methods(["GET", "POST"])
 def view_code(request: HttpRequest) -> HttpResponse:
     """A run's exact request as code (`?run=`), or the request the form would send now."""
-    if request.method == "GET":
-        body = _get_run_for_member(request, request.GET.get("run")).request
-    else:
-        form = EmbeddingForm(request.POST)
-        if not form.is_valid():
-            message = "Fill in the form first: " + " ".join(
-                str(e) for errors in form.errors.values() for e in errors
-            )
-            return render(request, TEMPLATE + "#code", {"code_error": message})
-        body = form.body()
-    base_url = request.build_absolute_uri("/v1").rstrip("/")
-    snippets = embedding_snippets(body, base_url)
-    return render(request, TEMPLATE + "#code", {"snippets": snippets})
-
-
-def embedding_snippets(body: dict, base_url: str) -> list[code.Snippet]:
-    """An embeddings.create request, printing each vector's length."""
-    arguments = "\n".join(f"    {name}={code._python(value, 1)}," for name, value in body.items())
-    python_code = (
-        code._CLIENT_PY.format(base_url=json.dumps(base_url))
-        + "result = client.embeddings.create(\n"
-        + arguments
-        + "\n)\nfor item in result.data:\n    print(item.index, len(item.embedding))\n"
-    )
-    data = json.dumps(body, indent=2, ensure_ascii=False)
-    javascript_code = (
-        code._CLIENT_JS.format(base_url=json.dumps(base_url))
-        + f"const result = await client.embeddings.create({data});\n"
-        + "for (const item of result.data) console.log(item.index, item.embedding.length);\n"
-    )
-    return [
-        code.Snippet("curl", "curl", "bash", code.curl(body, base_url, "/embeddings")),
-        code.Snippet("python", "Python", "python", python_code),
-        code.Snippet("javascript", "JavaScript", "javascript", javascript_code),
-    ]
+    return runs.code_view(
+        request, template=TEMPLATE, form_class=EmbeddingForm, saved=_get_run_for_member,
+        snippets=code.embedding_snippets,
+    )  # fmt: skip
 
 
 urlpatterns = [

@@ -23,7 +23,7 @@ from accounts.access import workspace_view
 from gateway import fetch as gateway_fetch
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
-from playground import code, media, products
+from playground import code, media, products, runs
 from playground.models import Conversation, FetchRun
 from playground.params import MAX_TEXT, Settings
 from playground.rendering import render_markdown
@@ -168,32 +168,19 @@ def _run_response(request: HttpRequest, saved: FetchRun) -> HttpResponse:
 @require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     saved = _get_run_for_member(request, pk)
-    was_open = request.POST.get("open") == str(saved.pk)
-    saved.delete()
-    if was_open:
-        return HttpResponseClientRedirect(
-            reverse("playground_fetch", args=[request.workspace.slug])
-        )
-    return render(request, TEMPLATE + "#history", _history(request))
+    return runs.delete_run(
+        request, saved, page="playground_fetch", template=TEMPLATE, history=_history
+    )
 
 
 @workspace_view("playground.use")
 @require_http_methods(["GET", "POST"])
 def view_code(request: HttpRequest) -> HttpResponse:
     """A run's exact request as code (`?run=`), or the request the form would send now."""
-    if request.method == "GET":
-        body = _get_run_for_member(request, request.GET.get("run")).request
-    else:
-        form = FetchForm(request.POST)
-        if not form.is_valid():
-            message = "Fill in the form first: " + " ".join(
-                str(e) for errors in form.errors.values() for e in errors
-            )
-            return render(request, TEMPLATE + "#code", {"code_error": message})
-        body = form.body()
-    base_url = request.build_absolute_uri("/v1").rstrip("/")
-    snippets = code.fetch_snippets(body, base_url)
-    return render(request, TEMPLATE + "#code", {"snippets": snippets, "code_note": CODE_NOTE})
+    return runs.code_view(
+        request, template=TEMPLATE, form_class=FetchForm, saved=_get_run_for_member,
+        snippets=code.fetch_snippets, code_note=CODE_NOTE,
+    )  # fmt: skip
 
 
 @workspace_view("playground.use")

@@ -19,7 +19,7 @@ from accounts.access import workspace_view
 from gateway import images
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
-from playground import code, media, products
+from playground import code, media, products, runs
 from playground.forms import MAX_REFERENCES, ImageForm
 from playground.models import ERROR_TITLES, ImageRun
 
@@ -245,9 +245,7 @@ def view_code(request: HttpRequest) -> HttpResponse:
         form = ImageForm(request.POST)
         file_ids, error = _referenced(request)
         if not form.is_valid() or error:
-            message = error or "Fill in the form first: " + " ".join(
-                str(e) for errors in form.errors.values() for e in errors
-            )
+            message = error or runs.form_errors(form)
             return render(request, TEMPLATE + "#code", {"code_error": message})
         body = form.body(file_ids)
     base_url = request.build_absolute_uri("/v1").rstrip("/")

@@ -23,7 +23,7 @@ from gateway import job_runner, jobs
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
 from gateway.models import Job, JobKind
-from playground import code, job_centre, media, products
+from playground import code, job_centre, media, products, runs
 from playground.forms import MusicForm, VideoForm
 from playground.models import ERROR_TITLES, ImageRun
 
@@ -236,9 +236,7 @@ def view_code(request: HttpRequest, kind: str) -> HttpResponse:
     else:
         form = FORMS[kind](request.POST)
         if not form.is_valid():
-            message = "Fill in the form first: " + " ".join(
-                str(e) for errors in form.errors.values() for e in errors
-            )
+            message = runs.form_errors(form)
             return render(request, TEMPLATE + "#code", {"code_error": message, "kind": kind})
         if kind == JobKind.VIDEO:
             token = request.POST.get("image", "")

@@ -14,9 +14,9 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import reswap, retarget
 
 from accounts.access import workspace_view
 from gateway import pipeline
@@ -25,7 +25,7 @@ from gateway.asgi import new_request_id
 from gateway.catalog import held_output, output_limit
 from gateway.errors import ApiError
 from gateway.http import MAX_OUTPUT_TOKENS, validate
-from playground import code, media, products, views
+from playground import code, media, products, runs, views
 from playground.models import ERROR_TITLES, ResponseRun
 
 TEMPLATE = "playground/responses.html"
@@ -276,53 +276,19 @@ def _run_response(request: HttpRequest, saved: ResponseRun, asked: dict) -> Http
 @require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     saved = _get_run_for_member(request, pk)
-    was_open = request.POST.get("open") == str(saved.pk)
-    saved.delete()
-    if was_open:
-        return HttpResponseClientRedirect(
-            reverse("playground_responses", args=[request.workspace.slug])
-        )
-    return render(request, TEMPLATE + "#history", _history(request))
-
-
-def response_snippets(body: dict, base_url: str) -> list[code.Snippet]:
-    """A responses.create request, printing the output text."""
-    arguments = "\n".join(f"    {name}={code._python(value, 1)}," for name, value in body.items())
-    python_code = (
-        code._CLIENT_PY.format(base_url=json.dumps(base_url))
-        + "response = client.responses.create(\n"
-        + arguments
-        + "\n)\nprint(response.output_text)\n"
+    return runs.delete_run(
+        request, saved, page="playground_responses", template=TEMPLATE, history=_history
     )
-    data = json.dumps(body, indent=2, ensure_ascii=False)
-    javascript_code = (
-        code._CLIENT_JS.format(base_url=json.dumps(base_url))
-        + f"const response = await client.responses.create({data});\n"
-        + "console.log(response.output_text);\n"
-    )
-    return [
-        code.Snippet("curl", "curl", "bash", code.curl(body, base_url, "/responses")),
-        code.Snippet("python", "Python", "python", python_code),
-        code.Snippet("javascript", "JavaScript", "javascript", javascript_code),
-    ]
 
 
 @workspace_view("playground.use")
 @require_http_methods(["GET", "POST"])
 def view_code(request: HttpRequest) -> HttpResponse:
     """A run's exact request as code (`?run=`), or the request the form would send now."""
-    if request.method == "GET":
-        body = _get_run_for_member(request, request.GET.get("run")).request
-    else:
-        form = ResponseForm(request.POST)
-        if not form.is_valid():
-            message = "Fill in the form first: " + " ".join(
-                str(e) for errors in form.errors.values() for e in errors
-            )
-            return render(request, TEMPLATE + "#code", {"code_error": message})
-        body = form.body()
-    base_url = request.build_absolute_uri("/v1").rstrip("/")
-    return render(request, TEMPLATE + "#code", {"snippets": response_snippets(body, base_url)})
+    return runs.code_view(
+        request, template=TEMPLATE, form_class=ResponseForm, saved=_get_run_for_member,
+        snippets=code.response_snippets,
+    )  # fmt: skip
 
 
 urlpatterns = [

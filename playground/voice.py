@@ -38,7 +38,7 @@ from accounts.access import workspace_view
 from gateway import audio
 from gateway.asgi import new_request_id
 from gateway.errors import ApiError
-from playground import code, media, products
+from playground import code, media, products, runs
 from playground.forms import SpeechForm, TranscriptionForm
 from playground.models import ERROR_TITLES, VoiceRun
 
@@ -542,7 +542,7 @@ async def view_code(request: HttpRequest) -> HttpResponse:
                 "snippets": code.transcription_snippets(_transcription_fields(form), base_url)
             }
         else:
-            context = {"code_error": _form_errors(form)}
+            context = {"code_error": runs.form_errors(form)}
     else:
         voices, voices_error = await _voices(request)
         form = SpeechForm(request.POST, voices=_choices(voices))
@@ -554,16 +554,10 @@ async def view_code(request: HttpRequest) -> HttpResponse:
             if len(bodies) > 1:
                 context["code_note"] = "To compare, send it again with the second voice."
         else:
-            context = {"code_error": _form_errors(form)}
+            context = {"code_error": runs.form_errors(form)}
     if "snippets" in context:
         context["code_note"] = " ".join(filter(None, [CODE_NOTE, context.get("code_note")]))
     return await sync_to_async(render)(request, TEMPLATE + "#code", context)
-
-
-def _form_errors(form) -> str:
-    return "Fill in the form first: " + " ".join(
-        str(e) for errors in form.errors.values() for e in errors
-    )
 
 
 @workspace_view("playground.use")
